@@ -1,0 +1,533 @@
+"""Throughput of emostream's streaming engine against the naive per-window funasr loop.
+
+    PYTHONPATH=. python -m bench.throughput [--archs base large] [--minutes 3] [--json OUT]
+
+(a) naive: what a funasr user writes for sliding-window emotion scores: one
+    `AutoModel.generate(window)` per 0.4 s window at a 0.1 s hop. Timed on the first
+    `--naive-windows` windows and extrapolated.
+(b) engine: `stream.analyzer.StreamAnalyzer` over the whole recording, fed in 0.1 s pieces as a
+    live client would (and, for comparison, all at once), counting its `window` events.
+
+Both use full-size emotion2vec+ architectures with RANDOM weights (no weights can be downloaded
+here): the compute is identical to the real checkpoints, the scores mean nothing. Only time is
+measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+RANDOM_BANNER = (
+    "RANDOM WEIGHTS: both sides run full-size emotion2vec+ architectures with random weights.\n"
+    "The emotion scores mean nothing; only timing (and FLOPs) are measured."
+)
+WINDOW_S, HOP_S = 0.4, 0.1
+RATE = 16_000
+NAIVE_WARMUP = 2
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr so that stdout holds only the report."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- machine ------------------------------------------------------------------------------------
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: str, n: int = 2048, repeats: int = 10) -> float:
+    """Best-of-`repeats` fp32 GFLOP/s of an n x n matmul with torch's current thread count."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device)
+    b = torch.randn(n, n, generator=gen).to(device)
+    out = torch.empty(n, n, device=device)
+    for _ in range(2):
+        torch.matmul(a, b, out=out)
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best / 1e9
+
+
+class CpuLoad:
+    """CPU time other processes took while a phase ran (the machine may be shared).
+
+    /proc/stat counts every process on the machine, also those this process cannot see;
+    subtracting this process's own CPU time leaves the foreign load, in cores.
+    """
+
+    def __init__(self):
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+            ticks = [int(v) for v in fields]
+            busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+        except (OSError, ValueError, IndexError):
+            busy = None
+        own = os.times()
+        return busy, own.user + own.system + own.children_user + own.children_system, time.perf_counter()
+
+    def foreign_cores(self) -> float | None:
+        """Average number of cores other processes kept busy since construction."""
+        busy0, own0, t0 = self._start
+        busy1, own1, t1 = self._sample()
+        if busy0 is None or busy1 is None or t1 <= t0:
+            return None
+        return max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - t0)
+
+
+# ---- model --------------------------------------------------------------------------------------
+def random_model_dir(cache_dir: Path, arch: str) -> Path:
+    """A full-size random-weight model directory, written once and reused."""
+    from models.loader import REQUIRED_FILES
+    from models.random_weights import is_random_model_dir, write_random_model_dir
+
+    path = cache_dir / arch
+    if is_random_model_dir(path) and all((path / f).is_file() for f in REQUIRED_FILES):
+        return path
+    log(f"writing random-weight {arch} model to {path} (once; reused afterwards)")
+    tmp = cache_dir / f"{arch}.partial"
+    write_random_model_dir(tmp, arch=arch, seed=0)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    tmp.replace(path)
+    return path
+
+
+class TimedScorer:
+    """Delegates to a scorer and records each `score` call's input lengths and duration."""
+
+    def __init__(self, scorer, device: str):
+        self._scorer = scorer
+        self._device = device
+        self.calls: list[tuple[tuple[int, ...], float]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._scorer, name)
+
+    def score(self, waveforms):
+        t = time.perf_counter()
+        out = self._scorer.score(waveforms)
+        _sync(self._device)
+        self.calls.append((tuple(len(w) for w in waveforms), time.perf_counter() - t))
+        return out
+
+    @property
+    def seconds(self) -> float:
+        return sum(s for _, s in self.calls)
+
+
+def flops_of(fn) -> tuple[int, dict[str, int]]:
+    """FLOPs torch's FlopCounterMode counts while `fn()` runs: total and per operator."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    per_op = {str(k): int(v) for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    return int(counter.get_total_flops()), per_op
+
+
+# ---- (a) naive ----------------------------------------------------------------------------------
+def window_starts(n_samples: int) -> range:
+    win, hop = round(WINDOW_S * RATE), round(HOP_S * RATE)
+    return range(0, n_samples - win + 1, hop)
+
+
+def run_naive(scorer, audio: np.ndarray, n_windows: int) -> dict:
+    """Time funasr's generate() on the first windows of the recording, one call per window."""
+    win = round(WINDOW_S * RATE)
+    starts = window_starts(len(audio))
+    generate = scorer.auto_model.generate
+
+    def call(s):
+        return generate(audio[s : s + win], granularity="utterance", extract_embedding=False, disable_pbar=True)
+
+    for s in starts[:NAIVE_WARMUP]:
+        call(s)
+    timed = list(starts[NAIVE_WARMUP : NAIVE_WARMUP + n_windows])
+    per_call = []
+    load = CpuLoad()
+    t0 = time.perf_counter()
+    for s in timed:
+        t = time.perf_counter()
+        result = call(s)
+        per_call.append(time.perf_counter() - t)
+    wall = time.perf_counter() - t0
+    foreign = load.foreign_cores()
+    if not (isinstance(result, list) and "scores" in result[0]):
+        raise RuntimeError(f"unexpected generate() result: {result!r:.200}")
+    flops, _ = flops_of(lambda: call(timed[0]))
+    rate = len(timed) / wall
+    return {
+        "windows_timed": len(timed),
+        "warmup_calls": NAIVE_WARMUP,
+        "seconds": wall,
+        "ms_per_window": 1000 * wall / len(timed),
+        "ms_per_window_median": 1000 * float(np.median(per_call)),
+        "windows_per_s": rate,
+        "windows_in_recording": len(starts),
+        "extrapolated_recording_seconds": len(starts) / rate,
+        "flops_per_window": flops,
+        "achieved_gflops": flops * len(timed) / wall / 1e9,
+        "foreign_load_cores": foreign,
+    }
+
+
+# ---- (b) engine ---------------------------------------------------------------------------------
+def run_engine(scorer, audio: np.ndarray, config, feed_samples: int | None, device: str) -> dict:
+    """StreamAnalyzer over the whole recording; feed_samples None = all at once."""
+    from stream.analyzer import StreamAnalyzer
+
+    timed = TimedScorer(scorer, device)
+    analyzer = StreamAnalyzer(timed, config=config, max_batch=1)
+    counts: Counter = Counter()
+    speech = 0.0
+
+    def tally(events):
+        nonlocal speech
+        for ev in events:
+            counts[ev.type] += 1
+            if ev.type == "segment":
+                speech += ev.end - ev.start
+
+    load = CpuLoad()
+    t0 = time.perf_counter()
+    if feed_samples is None:
+        tally(analyzer.feed(audio))
+    else:
+        for i in range(0, len(audio), feed_samples):
+            tally(analyzer.feed(audio[i : i + feed_samples]))
+    tally(analyzer.flush())
+    wall = time.perf_counter() - t0
+    foreign = load.foreign_cores()
+    duration = len(audio) / RATE
+    windows = counts["window"]
+    return {
+        "feed_seconds": None if feed_samples is None else feed_samples / RATE,
+        "seconds": wall,
+        "model_seconds": timed.seconds,
+        "windows": windows,
+        "segments": counts["segment"],
+        "events": dict(counts),
+        "speech_seconds": speech,
+        "windows_per_s": windows / wall,
+        "realtime_factor": duration / wall,
+        "foreign_load_cores": foreign,
+        "chunk_lengths": [n for lengths, _ in timed.calls for n in lengths],
+    }
+
+
+def engine_flops(scorer, lengths: list[int], device: str) -> dict:
+    """Exact FlopCounterMode count of one forward per distinct chunk length, times its uses."""
+    uses = Counter(lengths)
+    total, per_op_total = 0, Counter()
+    rng = np.random.default_rng(0)
+    for n, k in sorted(uses.items()):
+        x = rng.normal(0.0, 0.1, n).astype(np.float32)
+        f, per_op = flops_of(lambda: scorer.score([x]))
+        total += f * k
+        for op, v in per_op.items():
+            per_op_total[op] += v * k
+    return {"total": total, "distinct_lengths": len(uses), "per_op": dict(per_op_total)}
+
+
+def conv_time_share(scorer, n: int, device: str, repeats: int = 3) -> dict:
+    """Time of the waveform conv feature extractor vs the whole scorer on one n-sample chunk."""
+    import torch
+    import torch.nn.functional as F
+
+    x = np.random.default_rng(1).normal(0.0, 0.1, n).astype(np.float32)
+    enc = scorer.model.modality_encoders["AUDIO"]
+    wav = torch.as_tensor(x, device=device)[None]
+    wav = F.layer_norm(wav, wav.shape[-1:])
+
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    with torch.inference_mode():
+        conv = best(lambda: enc.local_encoder(wav))
+        conv_flops, _ = flops_of(lambda: enc.local_encoder(wav))
+    whole = best(lambda: scorer.score([x]))
+    whole_flops, _ = flops_of(lambda: scorer.score([x]))
+    return {
+        "chunk_samples": n,
+        "conv_seconds": conv,
+        "total_seconds": whole,
+        "conv_time_share": conv / whole,
+        "conv_flop_share": conv_flops / whole_flops,
+        "conv_gflops": conv_flops / conv / 1e9,
+        "rest_gflops": (whole_flops - conv_flops) / (whole - conv) / 1e9,
+    }
+
+
+# ---- one architecture ---------------------------------------------------------------------------
+def bench_arch(arch: str, args, audio: np.ndarray, configs, cache_dir: Path) -> dict:
+    import torch
+
+    from models.loader import ModelOptions, load_scorer
+
+    path = random_model_dir(cache_dir, arch)
+    log(f"{arch}: loading {path}")
+    scorer = load_scorer(ModelOptions(model_dir=str(path), device=args.device, threads=args.threads))
+    if not scorer.random_weights:
+        raise RuntimeError(f"{path} is not a random-weight model directory")
+    device = str(scorer.device)
+    params = sum(p.numel() for p in scorer.model.parameters())
+    out: dict = {"arch": arch, "params": params, "device": device, "threads": torch.get_num_threads()}
+
+    n = min(args.naive_windows, len(window_starts(len(audio))) - NAIVE_WARMUP)
+    log(f"{arch}: (a) naive generate() on {n} windows after {NAIVE_WARMUP} warm-up calls")
+    out["naive"] = run_naive(scorer, audio, n)
+    log(f"{arch}: (a) {out['naive']['ms_per_window']:.0f} ms per window")
+
+    out["engine"] = []
+    for config in configs:
+        tag = f"chunk {config.chunk_seconds:g} s, context {config.context_seconds:g} s"
+        full = config.chunk_samples + config.context_samples + 80
+        for _ in range(2):  # warm-up at the full-chunk shape
+            scorer.score([np.zeros(full, dtype=np.float32) + 0.01])
+        feed = round(args.feed_seconds * RATE)
+        log(f"{arch}: (b) engine, {tag}, fed in {args.feed_seconds:g} s pieces")
+        live = run_engine(scorer, audio, config, feed, device)
+        log(f"{arch}: (b) {live['windows_per_s']:.1f} windows/s, {live['realtime_factor']:.2f}x real time")
+        at_once = None
+        if not args.skip_at_once:
+            log(f"{arch}: (b) engine, {tag}, fed at once")
+            at_once = run_engine(scorer, audio, config, None, device)
+            if at_once["windows"] != live["windows"]:
+                log(f"WARNING: {at_once['windows']} windows at once vs {live['windows']} streamed")
+            at_once.pop("chunk_lengths")
+        lengths = live.pop("chunk_lengths")
+        log(f"{arch}: counting FLOPs of {len(set(lengths))} distinct chunk lengths")
+        flops = engine_flops(scorer, lengths, device)
+        split = conv_time_share(scorer, full, device)
+        duration = len(audio) / RATE
+        full_uses = sum(1 for n_ in lengths if n_ == full)
+        out["engine"].append(
+            {
+                "chunk_seconds": config.chunk_seconds,
+                "context_seconds": config.context_seconds,
+                "live": live,
+                "at_once": at_once,
+                "chunks": len(lengths),
+                "full_chunks": full_uses,
+                "mean_chunk_seconds": float(np.mean(lengths)) / RATE,
+                "flops": flops,
+                "gflop_per_audio_second": flops["total"] / duration / 1e9,
+                "gflop_per_speech_second": flops["total"] / max(live["speech_seconds"], 1e-9) / 1e9,
+                "achieved_gflops_wall": flops["total"] / live["seconds"] / 1e9,
+                "achieved_gflops_model": flops["total"] / live["model_seconds"] / 1e9,
+                "full_chunk_split": split,
+                "ratio_windows_per_s": live["windows_per_s"] / out["naive"]["windows_per_s"],
+                "ratio_windows_per_s_at_once": (
+                    at_once["windows_per_s"] / out["naive"]["windows_per_s"] if at_once else None
+                ),
+                "ratio_recording_time": out["naive"]["extrapolated_recording_seconds"] / live["seconds"],
+            }
+        )
+    del scorer
+    gc.collect()
+    return out
+
+
+# ---- report -------------------------------------------------------------------------------------
+def _fmt(x, spec: str = ".1f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def table(results: list[dict], peak: float, duration: float, naive_n: int) -> str:
+    cols = [(r, e) for r in results for e in r["engine"]]
+    head = [
+        f"{r['arch']} ({r['params'] / 1e6:.1f}M)"
+        + (f", chunk {e['chunk_seconds']:g}/ctx {e['context_seconds']:g} s" if True else "")
+        for r, e in cols
+    ]
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(name, fn):
+        rows.append((name, [fn(r, e) for r, e in cols]))
+
+    n = results[0]["naive"]["windows_timed"] if results else naive_n
+    row(f"(a) naive generate(): ms per 0.4 s window (mean of {n})", lambda r, e: _fmt(r["naive"]["ms_per_window"], ".0f"))
+    row(f"(a) naive: window scores / s (extrapolated from {n} windows)", lambda r, e: _fmt(r["naive"]["windows_per_s"], ".2f"))
+    row("(a) naive: whole recording, s (extrapolated)", lambda r, e: f"{r['naive']['extrapolated_recording_seconds']:.0f} ({r['naive']['windows_in_recording']} windows)")
+    row("(b) engine, 0.1 s feeds: wall s", lambda r, e: _fmt(e["live"]["seconds"]))
+    row("(b) engine: window events", lambda r, e: str(e["live"]["windows"]))
+    row("(b) engine: window scores / s", lambda r, e: _fmt(e["live"]["windows_per_s"]))
+    row("(b) engine: audio s per wall s (real-time factor)", lambda r, e: _fmt(e["live"]["realtime_factor"], ".2f"))
+    row("(b) engine fed at once: window scores / s", lambda r, e: _fmt(e["at_once"] and e["at_once"]["windows_per_s"]))
+    row("**(b)/(a) window scores per second**", lambda r, e: f"**{e['ratio_windows_per_s']:.1f}**")
+    row("(b)/(a) fed at once", lambda r, e: _fmt(e["ratio_windows_per_s_at_once"]))
+    row("naive whole-recording time / engine time", lambda r, e: _fmt(e["ratio_recording_time"]))
+    row("(b) model forward share of engine wall", lambda r, e: f"{100 * e['live']['model_seconds'] / e['live']['seconds']:.1f} %")
+    row("(b) chunks run (full-size / all), mean length s", lambda r, e: f"{e['full_chunks']}/{e['chunks']}, {e['mean_chunk_seconds']:.2f}")
+    row("(b) GFLOP counted (FlopCounterMode, every chunk shape run)", lambda r, e: f"{e['flops']['total'] / 1e9:.0f}")
+    row("(b) GFLOP per second of audio", lambda r, e: _fmt(e["gflop_per_audio_second"]))
+    row("(b) achieved GFLOP/s over wall time (% of peak)", lambda r, e: f"{e['achieved_gflops_wall']:.0f} ({100 * e['achieved_gflops_wall'] / peak:.0f} %)")
+    row("(b) achieved GFLOP/s inside model calls", lambda r, e: f"{e['achieved_gflops_model']:.0f}")
+    row("(b) compute floor at peak: s per s of audio", lambda r, e: f"{e['gflop_per_audio_second'] / peak:.2f}")
+    row("full chunk: conv feature extractor share of FLOPs / time", lambda r, e: f"{100 * e['full_chunk_split']['conv_flop_share']:.0f} % / {100 * e['full_chunk_split']['conv_time_share']:.0f} %")
+    row("full chunk: GFLOP/s conv extractor / transformer", lambda r, e: f"{e['full_chunk_split']['conv_gflops']:.0f} / {e['full_chunk_split']['rest_gflops']:.0f}")
+    row(
+        "other processes' CPU load during (a) / (b) live / (b) at once, cores",
+        lambda r, e: " / ".join(
+            _fmt(x, ".2f")
+            for x in (
+                r["naive"]["foreign_load_cores"],
+                e["live"]["foreign_load_cores"],
+                e["at_once"] and e["at_once"]["foreign_load_cores"],
+            )
+        ),
+    )
+    row("(a) naive: GFLOP per window, achieved GFLOP/s", lambda r, e: f"{r['naive']['flops_per_window'] / 1e9:.2f}, {r['naive']['achieved_gflops']:.0f}")
+
+    lines = ["| metric | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    lines += [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
+    p.add_argument("--archs", nargs="+", default=["base", "large"], choices=["tiny", "base", "large"])
+    p.add_argument("--minutes", type=float, default=3.0, help="length of the espeak-ng recording")
+    p.add_argument("--naive-windows", type=int, default=40, help="naive windows timed (after 2 warm-up calls)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--chunk-seconds", type=float, nargs="+", default=[2.0], help="engine chunk length(s)")
+    p.add_argument("--context-seconds", type=float, nargs="+", default=[1.0], help="engine left context(s), paired with --chunk-seconds")
+    p.add_argument("--feed-seconds", type=float, default=0.1, help="piece size of the live feed")
+    p.add_argument("--skip-at-once", action="store_true", help="skip the fed-at-once engine run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated speech")
+    p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("EMOSTREAM_BENCH_CACHE", "~/.cache/emostream-bench")))
+    p.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write all figures as JSON")
+    args = p.parse_args(argv)
+
+    chunks, contexts = args.chunk_seconds, args.context_seconds
+    if len(chunks) != len(contexts) and 1 not in (len(chunks), len(contexts)):
+        p.error("--chunk-seconds and --context-seconds need equal counts (or one value for either)")
+    pairs = list(zip(chunks * (len(contexts) if len(chunks) == 1 else 1), contexts * (len(chunks) if len(contexts) == 1 else 1)))
+
+    import torch
+
+    from bench.speech import benchmark_audio
+    from stream.config import AnalyzerConfig
+
+    configs = [AnalyzerConfig(chunk_seconds=c, context_seconds=x) for c, x in pairs]
+    t_start = time.perf_counter()
+    whole_run = CpuLoad()
+    cache_dir = args.cache_dir.expanduser()
+    print("=" * 78 + "\n" + RANDOM_BANNER + "\n" + "=" * 78, flush=True)
+
+    audio, wav_path, cached = benchmark_audio(cache_dir, args.minutes, args.seed)
+    duration = len(audio) / RATE
+    log(f"audio: {wav_path} ({'cached' if cached else 'generated with espeak-ng'})")
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    log(f"fp32 matmul peak on {device}, {threads} threads")
+    peaks = [matmul_peak(device)]
+
+    results = [bench_arch(arch, args, audio, configs, cache_dir) for arch in args.archs]
+    peaks.append(matmul_peak(device))
+    peak = max(peaks)
+    total = time.perf_counter() - t_start
+    foreign = whole_run.foreign_cores()
+
+    import funasr
+
+    speech = results[0]["engine"][0]["live"]["speech_seconds"] if results else float("nan")
+    machine = {
+        "date": _dt.date.today().isoformat(),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "device": device,
+        "torch_threads": threads,
+        "dtype": "float32",
+        "torch": torch.__version__,
+        "funasr": funasr.__version__,
+        "python": platform.python_version(),
+    }
+    print(f"\nmachine: {machine['cpu']}, {machine['cores']} cores, device {device}, fp32, "
+          f"torch {machine['torch']} with {threads} threads, funasr {machine['funasr']}, {machine['date']}")
+    print(f"audio: {duration:.1f} s ({duration / 60:.2f} min) of espeak-ng speech, {wav_path.name}; "
+          f"the engine's VAD kept {speech:.1f} s = {100 * speech / duration:.1f} % as speech "
+          f"in {results[0]['engine'][0]['live']['segments'] if results else 0} segments")
+    print(f"windows: {WINDOW_S} s at a {HOP_S} s hop; engine fed in {args.feed_seconds:g} s pieces; "
+          f"(a) is extrapolated from {results[0]['naive']['windows_timed'] if results else 0} timed "
+          f"generate() calls per model")
+    print(f"fp32 matmul peak (2048x2048, best of 10): {peaks[0]:.0f} GFLOP/s at start, "
+          f"{peaks[1]:.0f} at end; {peak:.0f} used below")
+    print("FLOPs: torch.utils.flop_counter.FlopCounterMode (matmul/linear/conv/bmm; elementwise ops, "
+          "norms and softmax not counted), one forward per distinct chunk length, times its uses\n")
+    print(table(results, peak, duration, args.naive_windows))
+    print(f"\ntotal runtime {total:.0f} s; other processes kept {_fmt(foreign, '.2f')} of "
+          f"{os.cpu_count()} cores busy on average during the run")
+    if foreign is not None and foreign > 0.1:
+        print("WARNING: the machine was shared during the run; with every core used by torch, "
+              "foreign load slows small operations (the naive side) disproportionately. "
+              "Repeat on an idle machine for clean figures.")
+    print(RANDOM_BANNER.splitlines()[0])
+    if args.json:
+        doc = {
+            "warning": RANDOM_BANNER,
+            "machine": machine,
+            "audio": {"path": str(wav_path), "seconds": duration, "speech_seconds": speech},
+            "matmul_peak_gflops": peaks,
+            "window_seconds": WINDOW_S,
+            "hop_seconds": HOP_S,
+            "feed_seconds": args.feed_seconds,
+            "results": results,
+            "runtime_seconds": total,
+            "foreign_load_cores": foreign,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2))
+        log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Model directories with fixed random weights, for tests, demos and benchmarks.
+
+Output of such a model is NOT emotion recognition: the directory carries a marker file and
+every result made with it says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from .architectures import ARCHITECTURES, TOKENS, funasr_config
+
+MARKER = "emostream_random_weights.json"
+WARNING = "RANDOM WEIGHTS: these scores are not emotion recognition (test/benchmark model)"
+
+
+def write_random_model_dir(path: str | Path, arch: str = "tiny", seed: int = 0) -> Path:
+    """Write a funasr-layout emotion2vec+ directory of architecture `arch` with seeded random weights."""
+    from funasr.models.emotion2vec.model import Emotion2vec
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = funasr_config(ARCHITECTURES[arch])
+    torch.manual_seed(seed)
+    model = Emotion2vec(model_conf=config["model_conf"], vocab_size=len(TOKENS))
+    with torch.no_grad():
+        # funasr initialises the extra tokens at zero; random ones exercise more of the graph.
+        model.modality_encoders["AUDIO"].extra_tokens.normal_(0.0, 0.5)
+    torch.save(model.state_dict(), path / "model.pt")
+    (path / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+    (path / "tokens.txt").write_text("\n".join(TOKENS) + "\n", encoding="utf-8")
+    # The hub layout also has configuration.json pointing at the files above.
+    (path / "configuration.json").write_text(
+        json.dumps(
+            {
+                "framework": "pytorch",
+                "task": "emotion-recognition",
+                "model": {"type": "emotion2vec"},
+                "file_path_metas": {
+                    "init_param": "model.pt",
+                    "config": "config.yaml",
+                    "tokenizer_conf": {"token_list": "tokens.txt"},
+                },
+            },
+            indent=2,
+        )
+    )
+    (path / MARKER).write_text(json.dumps({"arch": arch, "seed": seed, "warning": WARNING}))
+    return path
+
+
+def is_random_model_dir(path: str | Path) -> bool:
+    """True when `path` was written by write_random_model_dir (its scores mean nothing)."""
+    return (Path(path) / MARKER).exists()

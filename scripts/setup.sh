@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up emostream on a fresh Debian/Ubuntu machine: system packages, then a virtualenv in .venv.
+#   scripts/setup.sh          what the analyzer and server need
+#   scripts/setup.sh --test   plus what the test suite needs (espeak-ng, ffmpeg, pytest, ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+if [[ "${1:-}" == "--test" ]]; then
+    packages+=(espeak-ng ffmpeg)   # real speech for tests; an independent encoder for test files
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned: the CPU wheel where the machine's pip index provides it, CUDA builds from PyPI
+# on GPU machines; an unpinned torch would pull a multi-GB CUDA build everywhere.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+if [[ "${1:-}" == "--test" ]]; then
+    .venv/bin/python -m pip install -q -e ".[test]"
+else
+    .venv/bin/python -m pip install -q -e .
+fi

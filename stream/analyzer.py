@@ -1,0 +1,325 @@
+"""The streaming analyzer: audio in, events out, with the model behind a job interface.
+
+`StreamCore` is sans-I/O and never calls the model: `push()` audio, take `pending_jobs()`,
+give each result back with `complete()`, collect `take_events()`. A scheduler can batch many
+streams' jobs into one forward pass. `StreamAnalyzer` wraps a core and a scorer for the simple
+case: `feed(samples) -> events`, `flush() -> events`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from models.emotion2vec import FrameOutput, softmax
+from models.frames import FRAME_STRIDE, SAMPLE_RATE, n_frames
+from models.random_weights import WARNING
+from vad import SpeechEnd, SpeechSegmenter, SpeechStart
+
+from .buffer import AudioBuffer
+from .chunks import ChunkJob, chunks_ready, full_chunk, last_chunk
+from .config import AnalyzerConfig
+from .decisions import dual_emotion, review_flag
+from .events import Event, Info, Segment, Transition, Window
+from .input_audio import InputResampler
+from .smoother import Smoother
+
+
+class _OpenSegment:
+    """One speech segment's progress: chunks planned, frames scored, windows emitted."""
+
+    def __init__(self, index: int, start: int):
+        self.index = index
+        self.start = start  # absolute 16 kHz sample
+        self.end: int | None = None  # set when the VAD closes it
+        self.next_chunk = 0
+        self.jobs_out = 0  # jobs planned but not completed
+        self.logits: list[np.ndarray | None] = []  # per planned chunk, in order
+        self.frames_ready = 0  # contiguous scored frames from frame 0
+        self.windows_done = 0
+        self.peaks: np.ndarray | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.end is not None and self.jobs_out == 0
+
+
+class StreamCore:
+    """Sans-I/O analyzer of one audio stream (see module docstring)."""
+
+    def __init__(self, config: AnalyzerConfig, labels: Sequence[str], model_id: str, random_weights: bool):
+        """Start a stream; the first event is an `info` describing model and parameters."""
+        self.config = config
+        self.labels = tuple(labels)
+        self._resampler = InputResampler(config.sample_rate)
+        self._vad = SpeechSegmenter(config.vad, SAMPLE_RATE)
+        self._audio = AudioBuffer()
+        self._smoother = Smoother(config.smoother, config.hop_seconds)
+        self._segments: deque[_OpenSegment] = deque()
+        self._jobs: list[ChunkJob] = []
+        self._events: list[Event] = [
+            Info(
+                model_id=model_id,
+                random_weights=random_weights,
+                labels=self.labels,
+                parameters=config.describe(),
+                warning=WARNING if random_weights else None,
+            )
+        ]
+        self._n_segments = 0
+        self._n_windows = 0
+        self._finished = False
+        # A SpeechStart is back-dated by the pre-roll after min_speech of confirmation: keep that
+        # much audio (plus a second of slack) while no segment is open.
+        vad = config.vad
+        self._pad = (vad.pre_speech_pad_ms + vad.min_speech_ms + 1000) * SAMPLE_RATE // 1000
+
+    # ---- input side -------------------------------------------------------------------------
+    def push(self, samples: np.ndarray) -> None:
+        """Add input audio (mono int16 or float at the configured rate)."""
+        if self._finished:
+            raise RuntimeError("stream already finished")
+        self._ingest(self._resampler.push(samples))
+
+    def finish(self) -> None:
+        """End of stream: close any open speech segment and plan its last chunks."""
+        if self._finished:
+            return
+        self._ingest(self._resampler.flush())
+        self._handle_vad(self._vad.flush())
+        self._plan()
+        self._finished = True
+        self._advance()
+
+    @property
+    def received_seconds(self) -> float:
+        """Stream time covered by the audio received so far."""
+        return self._audio.end / SAMPLE_RATE
+
+    def _ingest(self, x: np.ndarray) -> None:
+        self._audio.append(x)
+        self._handle_vad(self._vad.push(x))
+        self._plan()
+        self._trim()
+
+    def _handle_vad(self, events: Iterable) -> None:
+        for ev in events:
+            if isinstance(ev, SpeechStart):
+                self._segments.append(_OpenSegment(self._n_segments, ev.sample))
+                self._n_segments += 1
+            elif isinstance(ev, SpeechEnd):
+                seg = self._segments[-1]
+                self._plan_segment(seg, ev.sample - seg.start)  # full chunks up to the end
+                seg.end = ev.sample
+                self._plan_last(seg)
+
+    # ---- chunk planning ---------------------------------------------------------------------
+    def _plan(self) -> None:
+        """Plan the full chunks the open segment's committed audio allows."""
+        if self._segments and self._segments[-1].end is None and self._vad.committed is not None:
+            seg = self._segments[-1]
+            self._plan_segment(seg, self._vad.committed - seg.start)
+
+    def _plan_segment(self, seg: _OpenSegment, available: int) -> None:
+        cfg = self.config
+        for _ in range(chunks_ready(seg.next_chunk, available, cfg.chunk_samples)):
+            self._add_job(seg, full_chunk(seg.next_chunk, cfg.chunk_samples, cfg.context_samples))
+
+    def _plan_last(self, seg: _OpenSegment) -> None:
+        cfg = self.config
+        span = last_chunk(seg.next_chunk, seg.end - seg.start, cfg.chunk_samples, cfg.context_samples)
+        if span is not None:
+            self._add_job(seg, span)
+
+    def _add_job(self, seg: _OpenSegment, span) -> None:
+        audio = self._audio.slice(seg.start + span.audio_start, seg.start + span.audio_stop)
+        self._jobs.append(
+            ChunkJob(
+                stream=self,
+                segment=seg.index,
+                origin=seg.start + span.first_frame * FRAME_STRIDE,
+                first_frame=span.first_frame,
+                skip_frames=span.skip_frames,
+                n_owned=span.n_owned,
+                audio=audio,
+            )
+        )
+        seg.logits.append(None)
+        seg.next_chunk += 1
+        seg.jobs_out += 1
+
+    def _trim(self) -> None:
+        """Drop audio no future chunk can need (keep the open segment and a pre-roll margin)."""
+        keep = self._audio.end - self._pad
+        if self._segments and self._segments[-1].end is None:
+            seg = self._segments[-1]
+            keep = min(keep, seg.start + seg.next_chunk * self.config.chunk_samples - self.config.context_samples)
+        self._audio.discard_before(keep)
+
+    # ---- model side -------------------------------------------------------------------------
+    def pending_jobs(self) -> list[ChunkJob]:
+        """Hand out the chunks waiting to be scored (returned once, then cleared)."""
+        jobs, self._jobs = self._jobs, []
+        return jobs
+
+    def complete(self, job: ChunkJob, output: FrameOutput) -> None:
+        """Give back a job's model output; events that became final are queued."""
+        seg = next(s for s in self._segments if s.index == job.segment)
+        owned = output.logits[job.skip_frames : job.skip_frames + job.n_owned]
+        if len(owned) != job.n_owned:
+            raise ValueError(f"job needs {job.n_owned} frames, model returned {len(owned)}")
+        chunk = job.first_frame // (self.config.chunk_samples // FRAME_STRIDE)
+        seg.logits[chunk] = owned
+        seg.jobs_out -= 1
+        self._advance()
+
+    def take_events(self) -> list[Event]:
+        """Events that became final since the last call (returned once, then cleared)."""
+        events, self._events = self._events, []
+        return events
+
+    # ---- events -----------------------------------------------------------------------------
+    def _advance(self) -> None:
+        """Emit what the scored frames allow, segment by segment, in stream order."""
+        while self._segments:
+            seg = self._segments[0]
+            frames = self._contiguous(seg)
+            self._emit_windows(seg, frames)
+            if not seg.done:
+                return
+            self._close(seg, frames)
+            self._segments.popleft()
+
+    @staticmethod
+    def _contiguous(seg: _OpenSegment) -> np.ndarray:
+        parts = []
+        for logits in seg.logits:
+            if logits is None:
+                break
+            parts.append(logits)
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+    def _window_bounds(self, seg: _OpenSegment, n_ready: int):
+        """Yield (first, stop) frame ranges of windows now complete."""
+        win, hop = self.config.window_frames, self.config.hop_frames
+        w = seg.windows_done
+        while w * hop + win <= n_ready:
+            yield w * hop, w * hop + win
+            w += 1
+        if seg.done and w == 0 and 0 < n_ready < win:
+            yield 0, n_ready  # a segment shorter than one window still gets one
+
+    def _emit_windows(self, seg: _OpenSegment, frames: np.ndarray) -> None:
+        for first, stop in list(self._window_bounds(seg, len(frames))):
+            if seg.windows_done == 0:
+                self._smoother.start_segment()
+            scores = softmax(frames[first:stop].mean(axis=0))
+            step = self._smoother.update(scores)
+            seg.peaks = step.scores if seg.peaks is None else np.maximum(seg.peaks, step.scores)
+            start = (seg.start + first * FRAME_STRIDE) / SAMPLE_RATE
+            end = (seg.start + stop * FRAME_STRIDE) / SAMPLE_RATE
+            self._events.append(
+                Window(
+                    index=self._n_windows,
+                    segment=seg.index,
+                    start=start,
+                    end=end,
+                    scores=self._named(scores),
+                    smoothed=self._named(step.scores),
+                    dominant=self.labels[step.dominant],
+                    dominant_score=float(step.scores[step.dominant]),
+                )
+            )
+            if step.switch is not None:
+                self._events.append(self._transition(seg, step, first))
+            seg.windows_done += 1
+            self._n_windows += 1
+
+    def _transition(self, seg: _OpenSegment, step, first: int) -> Transition:
+        hop = self.config.hop_frames
+        began = first - step.switch.since_window * hop
+        a, b = self.labels[step.switch.from_index], self.labels[step.switch.to_index]
+        stop = first + self.config.window_frames
+        return Transition(
+            time=(seg.start + began * FRAME_STRIDE) / SAMPLE_RATE,
+            confirmed_at=(seg.start + stop * FRAME_STRIDE) / SAMPLE_RATE,
+            segment=seg.index,
+            from_emotion=a,
+            to_emotion=b,
+            flagged={a, b} == set(self.config.decisions.flagged_pair),
+        )
+
+    def _close(self, seg: _OpenSegment, frames: np.ndarray) -> None:
+        start, end = seg.start / SAMPLE_RATE, seg.end / SAMPLE_RATE
+        if len(frames) == 0:
+            return  # too short for a single frame: nothing was scored
+        scores = self._named(softmax(frames.mean(axis=0)))
+        peaks = self._named(seg.peaks)
+        emotion = max(scores, key=scores.get)
+        self._events.append(
+            Segment(
+                index=seg.index,
+                start=start,
+                end=end,
+                emotion=emotion,
+                confidence=scores[emotion],
+                scores=scores,
+                peaks=peaks,
+                n_windows=seg.windows_done,
+            )
+        )
+        decisions = self.config.decisions
+        for event in (
+            review_flag(decisions, seg.index, start, end, scores),
+            dual_emotion(decisions, seg.index, start, end, peaks),
+        ):
+            if event is not None:
+                self._events.append(event)
+
+    def _named(self, values: np.ndarray) -> dict[str, float]:
+        return {label: float(v) for label, v in zip(self.labels, values)}
+
+
+class StreamAnalyzer:
+    """A stream core that scores its own chunks with `scorer`: the simple synchronous analyzer."""
+
+    def __init__(self, scorer, config: AnalyzerConfig | None = None, max_batch: int = 1):
+        """Analyze one stream with `scorer` (an Emotion2vecScorer or anything with its interface).
+
+        `max_batch` > 1 scores several pending chunks per forward pass (faster on a GPU; results
+        then differ from batch size 1 only by float rounding).
+        """
+        self.scorer = scorer
+        self.max_batch = max_batch
+        self.core = StreamCore(
+            config or AnalyzerConfig(), scorer.labels, scorer.model_id, scorer.random_weights
+        )
+
+    def feed(self, samples: np.ndarray) -> list[Event]:
+        """Add audio; return the events that became final."""
+        self.core.push(samples)
+        return self._run()
+
+    def flush(self) -> list[Event]:
+        """End the stream; return the remaining events."""
+        self.core.finish()
+        return self._run()
+
+    def _run(self) -> list[Event]:
+        jobs = self.core.pending_jobs()
+        for i in range(0, len(jobs), self.max_batch):
+            batch = jobs[i : i + self.max_batch]
+            for job, out in zip(batch, self.scorer.score([j.audio for j in batch])):
+                self.core.complete(job, out)
+        return self.core.take_events()
+
+
+def analyze_array(scorer, samples: np.ndarray, config: AnalyzerConfig | None = None, max_batch: int = 1) -> list[Event]:
+    """All events of a whole recording fed at once."""
+    analyzer = StreamAnalyzer(scorer, config, max_batch)
+    return analyzer.feed(samples) + analyzer.flush()
+
+
+__all__ = ["StreamAnalyzer", "StreamCore", "analyze_array", "n_frames"]

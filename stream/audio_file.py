@@ -1,0 +1,69 @@
+"""Reading audio files (PyAV's bundled FFmpeg decoders) and writing the processed WAV."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from models.frames import SAMPLE_RATE
+
+from .errors import AudioError
+
+MIN_SECONDS = 0.25  # shorter input cannot fill the encoder's first frames meaningfully
+
+
+def decode(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode any FFmpeg-readable file (WAV, MP3, M4A, FLAC, OGG, ...) to mono float32 at its own rate."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path.name}: contains no audio stream")
+            stream = container.streams.audio[0]
+            rate = stream.codec_context.sample_rate or stream.rate
+            # Down-mix to mono float at the native rate; rate conversion is soxr's job.
+            mixer = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            parts = []
+            for frame in container.decode(stream):
+                for out in mixer.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1))
+            for out in mixer.resample(None):
+                parts.append(out.to_ndarray().reshape(-1))
+    except AudioError:
+        raise
+    except Exception as exc:  # PyAV raises many FFmpeg error types; all mean "unreadable"
+        raise AudioError(f"{path.name}: cannot decode ({type(exc).__name__}: {exc})") from exc
+    samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    if samples.size == 0:
+        raise AudioError(f"{path.name}: no audio samples (empty or corrupt file)")
+    if not np.all(np.isfinite(samples)):
+        raise AudioError(f"{path.name}: decoded audio contains NaN or infinite values")
+    return samples, int(rate)
+
+
+def load_16k(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode `path` and resample to 16 kHz mono; returns (samples, original rate)."""
+    samples, rate = decode(path)
+    if rate != SAMPLE_RATE:
+        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    seconds = len(samples) / SAMPLE_RATE
+    if seconds < MIN_SECONDS:
+        raise AudioError(f"{Path(path).name}: too short ({seconds:.3f} s; need at least {MIN_SECONDS} s)")
+    return samples, rate
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write mono float samples as 16-bit PCM WAV."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())

@@ -1,0 +1,173 @@
+"""Offline analysis of a whole recording: the seed WebUI's outputs, made by the streaming engine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from models.emotion2vec import FrameOutput, softmax
+from models.frames import FRAME_STRIDE, SAMPLE_RATE, n_frames
+from models.labels import EMOJI
+from models.random_weights import WARNING
+
+from .analyzer import StreamAnalyzer
+from .audio_file import write_wav
+from .chunks import LOOKAHEAD
+from .config import AnalyzerConfig
+from .events import Event, to_dict
+
+GRANULARITIES = ("utterance", "frame")
+DIRECT_SECONDS = 60.0  # longer files are encoded in pieces (attention cost grows with length²)
+FEED_SECONDS = 10.0  # offline audio is fed to the stream analyzer in blocks of this length
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """Everything `emostream analyze` reports for one input."""
+
+    source: str
+    duration: float
+    granularity: str
+    context: str | None
+    model_id: str
+    random_weights: bool
+    labels: tuple[str, ...]
+    scores: np.ndarray  # (9,) utterance scores over the whole input (funasr's rule)
+    embedding: np.ndarray  # (D,) for utterance granularity, (T, D) for frame granularity
+    events: list[Event] = field(default_factory=list)  # the streaming engine's events
+    timestamp: str = ""
+
+    @property
+    def emotion(self) -> str:
+        """The label with the highest utterance score."""
+        return self.labels[int(np.argmax(self.scores))]
+
+    @property
+    def confidence(self) -> float:
+        """The highest utterance score."""
+        return float(np.max(self.scores))
+
+    def of_type(self, kind: str) -> list[Event]:
+        """The events of one type, in order."""
+        return [e for e in self.events if e.type == kind]
+
+    def to_json(self, parameters: dict) -> dict:
+        """result.json: the seed's fields, plus the frame-level timeline for frame granularity."""
+        body = {
+            "source": self.source,
+            "emotion": self.emotion,
+            "emoji": EMOJI.get(self.emotion, ""),
+            "confidence": round(self.confidence, 6),
+            "scores": {l: round(float(s), 6) for l, s in zip(self.labels, self.scores)},
+            "granularity": self.granularity,
+            "timestamp": self.timestamp,
+            "model_id": self.model_id,
+            "random_weights": self.random_weights,
+            "duration": round(self.duration, 4),
+            "context": self.context,
+        }
+        if self.random_weights:
+            body["warning"] = WARNING
+        if self.granularity == "frame":
+            body["parameters"] = parameters
+            body["windows"] = [to_dict(e) for e in self.of_type("window")]
+            body["segments"] = [to_dict(e) for e in self.of_type("segment")]
+            body["events"] = [
+                to_dict(e) for e in self.events if e.type in ("transition", "dual_emotion", "review")
+            ]
+        return body
+
+
+def encode_whole(scorer, samples: np.ndarray) -> FrameOutput:
+    """Frame logits and features over the whole input, as funasr computes them for short files."""
+    piece = int(DIRECT_SECONDS * SAMPLE_RATE)
+    if len(samples) <= piece:
+        return scorer.score([samples])[0]
+    # Pieces on the frame grid, each extended by the 80 samples its last frame needs.
+    starts = range(0, len(samples), piece)
+    waves = [samples[s : s + piece + LOOKAHEAD] for s in starts]
+    waves = [w for w in waves if n_frames(len(w)) > 0]
+    outs = [scorer.score([w])[0] for w in waves]
+    keep = piece // FRAME_STRIDE
+    logits = np.concatenate([o.logits[:keep] for o in outs])
+    features = np.concatenate([o.features[:keep] for o in outs])
+    return FrameOutput(logits=logits, features=features)
+
+
+
+def analyze_samples(
+    scorer,
+    samples: np.ndarray,
+    source: str,
+    granularity: str = "utterance",
+    context: str | None = None,
+    config: AnalyzerConfig | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> AnalysisResult:
+    """Analyze 16 kHz mono audio: utterance scores and embedding, plus the streaming events."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    config = config or AnalyzerConfig()
+    if config.sample_rate != SAMPLE_RATE:
+        raise ValueError("offline analysis takes 16 kHz audio; set AnalyzerConfig(sample_rate=16000)")
+    whole = encode_whole(scorer, samples)
+    analyzer = StreamAnalyzer(scorer, config)
+    events: list[Event] = []
+    block = int(FEED_SECONDS * SAMPLE_RATE)
+    for start in range(0, len(samples), block):
+        events += analyzer.feed(samples[start : start + block])
+        if progress:
+            progress(min(block, len(samples) - start) / SAMPLE_RATE)
+    events += analyzer.flush()
+    embedding = whole.features.mean(axis=0) if granularity == "utterance" else whole.features
+    return AnalysisResult(
+        source=source,
+        duration=len(samples) / SAMPLE_RATE,
+        granularity=granularity,
+        context=context,
+        model_id=scorer.model_id,
+        random_weights=scorer.random_weights,
+        labels=tuple(scorer.labels),
+        scores=softmax(whole.logits.mean(axis=0)),
+        embedding=embedding,
+        events=events,
+        timestamp=datetime.now().astimezone().isoformat(timespec="seconds"),
+    )
+
+
+def output_dir(root: str | Path, source: str, when: datetime | None = None) -> Path:
+    """A fresh `<root>/<name>_<YYYYMMDD_HHMMSS>` folder (suffixed if it already exists)."""
+    stamp = (when or datetime.now()).strftime("%Y%m%d_%H%M%S")
+    base = Path(root) / f"{Path(source).stem}_{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}_{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def write_outputs(
+    result: AnalysisResult, samples: np.ndarray, out: Path, config: AnalyzerConfig, embedding: bool
+) -> list[Path]:
+    """Write processed_audio.wav, result.json, events.jsonl, timeline.png (and embedding.npy)."""
+    from .plot import plot_timeline
+
+    written = [out / "processed_audio.wav", out / "result.json", out / "events.jsonl", out / "timeline.png"]
+    write_wav(written[0], samples)
+    written[1].write_text(
+        json.dumps(result.to_json(config.describe()), ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+    with open(written[2], "w", encoding="utf-8") as f:
+        for event in result.events:
+            f.write(json.dumps(to_dict(event), ensure_ascii=False) + "\n")
+    plot_timeline(result, written[3])
+    if embedding:
+        written.append(out / "embedding.npy")
+        np.save(written[-1], result.embedding.astype(np.float32))
+    return written

@@ -1,0 +1,50 @@
+"""Shared fixtures: the tiny random-weight model loaded through the user's loader, and real speech."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from audio_fixtures import compose, espeak
+
+os.environ.setdefault("EMOSTREAM_OFFLINE", "1")  # tests never touch the network
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A funasr-layout emotion2vec+ directory, tiny architecture, fixed random weights."""
+    from models.random_weights import write_random_model_dir
+
+    return write_random_model_dir(tmp_path_factory.mktemp("model") / "tiny", arch="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def scorer(tiny_model_dir):
+    """The tiny model loaded exactly as users load a local model directory."""
+    from models.loader import ModelOptions, load_scorer
+
+    return load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", threads=2))
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory):
+    """Two real synthetic utterances (16 kHz float32)."""
+    d = tmp_path_factory.mktemp("speech")
+    a = espeak("The quick brown fox jumps over the lazy dog near the river bank.", d / "a.wav")
+    b = espeak("Please call me back as soon as you can, it is really important.", d / "b.wav", voice="en+f3", pitch=60)
+    return a, b
+
+
+@pytest.fixture(scope="session")
+def speech_silence_speech(speech):
+    """speech – 1.5 s silence – speech, with 0.8 s of silence around, and the true spans."""
+    a, b = speech
+    return compose([0.8, a, 1.5, b, 0.8])
+
+
+@pytest.fixture()
+def rng():
+    """A seeded random generator."""
+    return np.random.default_rng(1234)

@@ -1,0 +1,87 @@
+"""emotion2vec+ loading and scoring, on the tiny random-weight model loaded like a user's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.frames import n_frames
+from models.labels import LABELS
+from models.loader import ModelOptions, load_scorer
+from stream.errors import ConfigError, ModelUnavailable
+
+
+def test_loader_reads_funasr_directory_and_marks_random_weights(scorer):
+    assert scorer.labels == LABELS
+    assert scorer.random_weights is True
+    assert str(scorer.device) == "cpu"
+
+
+@pytest.mark.parametrize("seconds", [0.5, 3.0, 7.3])
+def test_utterance_scores_match_funasr_generate(scorer, speech, seconds):
+    wav = np.concatenate(speech)[: int(seconds * 16000)]
+    ours = scorer.score([wav])[0]
+    res = scorer.auto_model.generate(wav, granularity="utterance", extract_embedding=True, disable_pbar=True)[0]
+    assert [l.split("/")[-1] for l in res["labels"]][:8] == list(LABELS[:8])
+    assert np.abs(np.asarray(res["scores"]) - scorer.utterance_scores(ours)).max() <= 1e-4
+    # Utterance embedding (D) as funasr exports it: the mean of the frame features.
+    assert np.abs(res["feats"] - ours.features.mean(axis=0)).max() <= 1e-4
+
+
+def test_frame_embedding_matches_funasr(scorer, speech):
+    wav = speech[0][:32000]
+    ours = scorer.score([wav])[0]
+    res = scorer.auto_model.generate(wav, granularity="frame", extract_embedding=True, disable_pbar=True)[0]
+    assert res["feats"].shape == ours.features.shape == (n_frames(len(wav)), scorer.embed_dim)
+    assert np.abs(res["feats"] - ours.features).max() <= 1e-4
+
+
+def test_batched_scoring_equals_one_at_a_time(scorer, speech, rng):
+    waves = [speech[0][:8000], speech[1], speech[0][3000:40000], (0.1 * rng.standard_normal(12345)).astype(np.float32)]
+    batched = scorer.score(waves)
+    for wav, out in zip(waves, batched):
+        alone = scorer.score([wav])[0]
+        assert out.logits.shape == (n_frames(len(wav)), 9)
+        np.testing.assert_allclose(out.logits, alone.logits, atol=1e-4)
+        np.testing.assert_allclose(out.features, alone.features, atol=1e-4)
+
+
+def test_too_short_waveform_is_refused(scorer):
+    with pytest.raises(ValueError, match="400 samples"):
+        scorer.score([np.zeros(399, np.float32)])
+
+
+def test_missing_model_directory_says_what_is_needed(tmp_path):
+    (tmp_path / "config.yaml").write_text("model: Emotion2vec\n")
+    with pytest.raises(ModelUnavailable, match="model.pt, tokens.txt"):
+        load_scorer(ModelOptions(model_dir=str(tmp_path)))
+    with pytest.raises(ModelUnavailable, match="does not exist"):
+        load_scorer(ModelOptions(model_dir=str(tmp_path / "nope")))
+
+
+@pytest.mark.parametrize("hub,expected", [("ms", "iic/emotion2vec_plus_base"), ("hf", "emotion2vec/emotion2vec_plus_base")])
+def test_hub_model_offline_explains_how_to_fetch(hub, expected, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms"))
+    with pytest.raises(ModelUnavailable) as err:
+        load_scorer(ModelOptions(model="base", hub=hub, offline=True))
+    message = str(err.value)
+    assert expected in message and "--model-dir" in message and "EMOSTREAM_MODEL_DIR" in message
+    assert "modelscope download" in message and "hf download" in message
+
+
+def test_model_dir_from_environment(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("EMOSTREAM_MODEL_DIR", str(tiny_model_dir))
+    assert ModelOptions.from_env(device="cpu").model_dir == str(tiny_model_dir)
+
+
+def test_bad_options_name_allowed_values():
+    with pytest.raises(ConfigError, match="seed, base, large"):
+        ModelOptions(model="huge")
+    with pytest.raises(ConfigError, match="auto, cpu, cuda"):
+        ModelOptions(device="tpu")
+
+
+def test_half_precision_needs_cuda(tiny_model_dir):
+    with pytest.raises(ConfigError, match="CUDA"):
+        load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", half=True))
