@@ -60,14 +60,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(device: str, n: int = 2048, repeats: int = 10) -> float:
-    """Best-of-`repeats` fp32 GFLOP/s of an n x n matmul with torch's current thread count."""
+def matmul_peak(device: str, dtype: str = "float32", n: int = 2048, repeats: int = 10) -> float:
+    """Best-of-`repeats` GFLOP/s of an n x n matmul in `dtype` with torch's current thread count."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device)
-    b = torch.randn(n, n, generator=gen).to(device)
-    out = torch.empty(n, n, device=device)
+    a = torch.randn(n, n, generator=gen).to(device, getattr(torch, dtype))
+    b = torch.randn(n, n, generator=gen).to(device, getattr(torch, dtype))
+    out = torch.empty(n, n, device=device, dtype=getattr(torch, dtype))
     for _ in range(2):
         torch.matmul(a, b, out=out)
     _sync(device)
@@ -275,7 +275,7 @@ def conv_time_share(scorer, n: int, device: str, repeats: int = 3) -> dict:
     x = np.random.default_rng(1).normal(0.0, 0.1, n).astype(np.float32)
     enc = scorer.model.modality_encoders["AUDIO"]
     wav = torch.as_tensor(x, device=device)[None]
-    wav = F.layer_norm(wav, wav.shape[-1:])
+    wav = F.layer_norm(wav, wav.shape[-1:]).to(scorer.dtype)
 
     def best(fn):
         times = []
@@ -322,9 +322,25 @@ def bench_arch(arch: str, args, audio: np.ndarray, configs, cache_dir: Path) -> 
     out["naive"] = run_naive(scorer, audio, n)
     log(f"{arch}: (a) {out['naive']['ms_per_window']:.0f} ms per window")
 
+    x10 = np.random.default_rng(2).normal(0.0, 0.1, 10 * RATE).astype(np.float32)
+    out["gflop_per_audio_second_10s"] = flops_of(lambda: scorer.score([x10]))[0] / 10 / 1e9
     out["engine"] = []
+    for dtype in args.dtypes:
+        engine = scorer if dtype == "float32" else load_scorer(
+            ModelOptions(model_dir=str(path), device=args.device, threads=args.threads, dtype=dtype)
+        )
+        out["engine"] += bench_engine(arch, engine, dtype, args, audio, configs, device, out["naive"])
+        del engine
+    del scorer
+    gc.collect()
+    return out
+
+
+def bench_engine(arch, scorer, dtype, args, audio, configs, device, naive) -> list[dict]:
+    """(b): the engine with one scorer precision over every chunk/context configuration."""
+    results = []
     for config in configs:
-        tag = f"chunk {config.chunk_seconds:g} s, context {config.context_seconds:g} s"
+        tag = f"{dtype}, chunk {config.chunk_seconds:g} s, context {config.context_seconds:g} s"
         full = config.chunk_samples + config.context_samples + 80
         for _ in range(2):  # warm-up at the full-chunk shape
             scorer.score([np.zeros(full, dtype=np.float32) + 0.01])
@@ -345,8 +361,9 @@ def bench_arch(arch: str, args, audio: np.ndarray, configs, cache_dir: Path) -> 
         split = conv_time_share(scorer, full, device)
         duration = len(audio) / RATE
         full_uses = sum(1 for n_ in lengths if n_ == full)
-        out["engine"].append(
+        results.append(
             {
+                "dtype": dtype,
                 "chunk_seconds": config.chunk_seconds,
                 "context_seconds": config.context_seconds,
                 "live": live,
@@ -360,16 +377,15 @@ def bench_arch(arch: str, args, audio: np.ndarray, configs, cache_dir: Path) -> 
                 "achieved_gflops_wall": flops["total"] / live["seconds"] / 1e9,
                 "achieved_gflops_model": flops["total"] / live["model_seconds"] / 1e9,
                 "full_chunk_split": split,
-                "ratio_windows_per_s": live["windows_per_s"] / out["naive"]["windows_per_s"],
+                "ratio_windows_per_s": live["windows_per_s"] / naive["windows_per_s"],
                 "ratio_windows_per_s_at_once": (
-                    at_once["windows_per_s"] / out["naive"]["windows_per_s"] if at_once else None
+                    at_once["windows_per_s"] / naive["windows_per_s"] if at_once else None
                 ),
-                "ratio_recording_time": out["naive"]["extrapolated_recording_seconds"] / live["seconds"],
+                "flop_ratio_per_window": naive["flops_per_window"] * live["windows"] / flops["total"],
+                "ratio_recording_time": naive["extrapolated_recording_seconds"] / live["seconds"],
             }
         )
-    del scorer
-    gc.collect()
-    return out
+    return results
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -377,11 +393,10 @@ def _fmt(x, spec: str = ".1f") -> str:
     return "–" if x is None else format(x, spec)
 
 
-def table(results: list[dict], peak: float, duration: float, naive_n: int) -> str:
+def table(results: list[dict], peaks: dict[str, float], duration: float, naive_n: int) -> str:
     cols = [(r, e) for r in results for e in r["engine"]]
     head = [
-        f"{r['arch']} ({r['params'] / 1e6:.1f}M)"
-        + (f", chunk {e['chunk_seconds']:g}/ctx {e['context_seconds']:g} s" if True else "")
+        f"{r['arch']} ({r['params'] / 1e6:.1f}M), {e['dtype']}, chunk {e['chunk_seconds']:g} s / context {e['context_seconds']:g} s"
         for r, e in cols
     ]
     rows: list[tuple[str, list[str]]] = []
@@ -405,9 +420,12 @@ def table(results: list[dict], peak: float, duration: float, naive_n: int) -> st
     row("(b) chunks run (full-size / all), mean length s", lambda r, e: f"{e['full_chunks']}/{e['chunks']}, {e['mean_chunk_seconds']:.2f}")
     row("(b) GFLOP counted (FlopCounterMode, every chunk shape run)", lambda r, e: f"{e['flops']['total'] / 1e9:.0f}")
     row("(b) GFLOP per second of audio", lambda r, e: _fmt(e["gflop_per_audio_second"]))
-    row("(b) achieved GFLOP/s over wall time (% of peak)", lambda r, e: f"{e['achieved_gflops_wall']:.0f} ({100 * e['achieved_gflops_wall'] / peak:.0f} %)")
+    row("GFLOP per s of audio, one 10 s forward without context (floor of any chunking)", lambda r, e: _fmt(r["gflop_per_audio_second_10s"]))
+    row("GFLOP per window score: (a) naive / (b) engine", lambda r, e: f"{r['naive']['flops_per_window'] / 1e9:.2f} / {e['flops']['total'] / e['live']['windows'] / 1e9:.2f}")
+    row("(b)/(a) = FLOPs ratio x speed ratio", lambda r, e: f"{e['flop_ratio_per_window']:.2f} x {e['achieved_gflops_wall'] / r['naive']['achieved_gflops']:.2f}")
+    row("(b) achieved GFLOP/s over wall time (% of peak)", lambda r, e: f"{e['achieved_gflops_wall']:.0f} ({100 * e['achieved_gflops_wall'] / peaks[e['dtype']]:.0f} % of {e['dtype']} peak)")
     row("(b) achieved GFLOP/s inside model calls", lambda r, e: f"{e['achieved_gflops_model']:.0f}")
-    row("(b) compute floor at peak: s per s of audio", lambda r, e: f"{e['gflop_per_audio_second'] / peak:.2f}")
+    row("(b) compute floor at peak: s per s of audio", lambda r, e: f"{e['gflop_per_audio_second'] / peaks[e['dtype']]:.2f}")
     row("full chunk: conv feature extractor share of FLOPs / time", lambda r, e: f"{100 * e['full_chunk_split']['conv_flop_share']:.0f} % / {100 * e['full_chunk_split']['conv_time_share']:.0f} %")
     row("full chunk: GFLOP/s conv extractor / transformer", lambda r, e: f"{e['full_chunk_split']['conv_gflops']:.0f} / {e['full_chunk_split']['rest_gflops']:.0f}")
     row(
@@ -421,7 +439,7 @@ def table(results: list[dict], peak: float, duration: float, naive_n: int) -> st
             )
         ),
     )
-    row("(a) naive: GFLOP per window, achieved GFLOP/s", lambda r, e: f"{r['naive']['flops_per_window'] / 1e9:.2f}, {r['naive']['achieved_gflops']:.0f}")
+    row("(a) naive: achieved GFLOP/s (% of peak)", lambda r, e: f"{r['naive']['achieved_gflops']:.0f} ({100 * r['naive']['achieved_gflops'] / peaks['float32']:.0f} %)")
 
     lines = ["| metric | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
     lines += [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]
@@ -437,6 +455,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--chunk-seconds", type=float, nargs="+", default=[2.0], help="engine chunk length(s)")
     p.add_argument("--context-seconds", type=float, nargs="+", default=[1.0], help="engine left context(s), paired with --chunk-seconds")
+    p.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="engine precisions (default: float32, plus bfloat16 where the CPU has it natively); "
+                   "the naive side always runs float32 as funasr does by default")
     p.add_argument("--feed-seconds", type=float, default=0.1, help="piece size of the live feed")
     p.add_argument("--skip-at-once", action="store_true", help="skip the fed-at-once engine run")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated speech")
@@ -467,12 +488,18 @@ def main(argv=None) -> int:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
-    log(f"fp32 matmul peak on {device}, {threads} threads")
-    peaks = [matmul_peak(device)]
+    if args.dtypes is None:
+        native_bf16 = device.startswith("cuda") or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        args.dtypes = ["float32", "bfloat16"] if native_bf16 else ["float32"]
+    dtypes = sorted(set(args.dtypes) | {"float32"})
+    log(f"matmul peaks on {device}, {threads} threads")
+    start_peaks = {d: matmul_peak(device, d) for d in dtypes}
 
     results = [bench_arch(arch, args, audio, configs, cache_dir) for arch in args.archs]
-    peaks.append(matmul_peak(device))
-    peak = max(peaks)
+    end_peaks = {d: matmul_peak(device, d) for d in dtypes}
+    peak_by_dtype = {d: max(start_peaks[d], end_peaks[d]) for d in dtypes}
+    peaks = [start_peaks["float32"], end_peaks["float32"]]
+    peak = peak_by_dtype["float32"]
     total = time.perf_counter() - t_start
     foreign = whole_run.foreign_cores()
 
@@ -485,12 +512,13 @@ def main(argv=None) -> int:
         "cores": os.cpu_count(),
         "device": device,
         "torch_threads": threads,
-        "dtype": "float32",
+        "dtypes": {"naive": "float32", "engine": args.dtypes},
         "torch": torch.__version__,
         "funasr": funasr.__version__,
         "python": platform.python_version(),
     }
-    print(f"\nmachine: {machine['cpu']}, {machine['cores']} cores, device {device}, fp32, "
+    print(f"\nmachine: {machine['cpu']}, {machine['cores']} cores, device {device}, naive float32, "
+          f"engine {' and '.join(args.dtypes)}, "
           f"torch {machine['torch']} with {threads} threads, funasr {machine['funasr']}, {machine['date']}")
     print(f"audio: {duration:.1f} s ({duration / 60:.2f} min) of espeak-ng speech, {wav_path.name}; "
           f"the engine's VAD kept {speech:.1f} s = {100 * speech / duration:.1f} % as speech "
@@ -498,11 +526,12 @@ def main(argv=None) -> int:
     print(f"windows: {WINDOW_S} s at a {HOP_S} s hop; engine fed in {args.feed_seconds:g} s pieces; "
           f"(a) is extrapolated from {results[0]['naive']['windows_timed'] if results else 0} timed "
           f"generate() calls per model")
-    print(f"fp32 matmul peak (2048x2048, best of 10): {peaks[0]:.0f} GFLOP/s at start, "
-          f"{peaks[1]:.0f} at end; {peak:.0f} used below")
+    for d in dtypes:
+        print(f"{d} matmul peak (2048x2048, best of 10): {start_peaks[d]:.0f} GFLOP/s at start, "
+              f"{end_peaks[d]:.0f} at end; {peak_by_dtype[d]:.0f} used below")
     print("FLOPs: torch.utils.flop_counter.FlopCounterMode (matmul/linear/conv/bmm; elementwise ops, "
           "norms and softmax not counted), one forward per distinct chunk length, times its uses\n")
-    print(table(results, peak, duration, args.naive_windows))
+    print(table(results, peak_by_dtype, duration, args.naive_windows))
     print(f"\ntotal runtime {total:.0f} s; other processes kept {_fmt(foreign, '.2f')} of "
           f"{os.cpu_count()} cores busy on average during the run")
     if foreign is not None and foreign > 0.1:
@@ -516,6 +545,7 @@ def main(argv=None) -> int:
             "machine": machine,
             "audio": {"path": str(wav_path), "seconds": duration, "speech_seconds": speech},
             "matmul_peak_gflops": peaks,
+            "matmul_peak_gflops_by_dtype": peak_by_dtype,
             "window_seconds": WINDOW_S,
             "hop_seconds": HOP_S,
             "feed_seconds": args.feed_seconds,

@@ -24,14 +24,15 @@ class FrameOutput:
 class Emotion2vecScorer:
     """Runs a funasr-built emotion2vec+ model on batches of 16 kHz waveforms."""
 
-    def __init__(self, auto_model, model_id: str, random_weights: bool, half: bool = False):
+    def __init__(self, auto_model, model_id: str, random_weights: bool, dtype: str = "float32"):
         """Wrap a loaded `funasr.AutoModel` (use models.loader.load_scorer to build one)."""
         self.auto_model = auto_model
         self.model = auto_model.model
         self.model_id = model_id
         self.random_weights = random_weights
         self.device = next(self.model.parameters()).device
-        self.half = half
+        # Lower precision is opt-in: float32 is what funasr runs and what the scores are checked against.
+        self.dtype = getattr(torch, dtype)
         tokens = list(auto_model.kwargs["tokenizer"].token_list)
         # funasr masks 'unuse_*' tokens out of the softmax; dropping their logits is equivalent.
         self._used = [i for i, t in enumerate(tokens) if not is_unused(t)]
@@ -43,8 +44,7 @@ class Emotion2vecScorer:
             raise ValueError(f"unsupported feature extractor {spec}; expected {CONV_LAYERS}")
         # Per-item batching relies on frame-local normalisation in the conv stack.
         self._batchable = encoder.modality_cfg.extractor_mode == "layer_norm"
-        if half:
-            self.model.half()
+        self.model.to(self.dtype)
 
     @torch.inference_mode()
     def score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:
@@ -62,8 +62,7 @@ class Emotion2vecScorer:
             x = torch.as_tensor(np.asarray(w, dtype=np.float32), device=self.device)
             # funasr normalises each input over its whole length before the encoder.
             batch[i, : len(w)] = F.layer_norm(x, x.shape) if self.model.cfg.normalize else x
-        if self.half:
-            batch = batch.half()
+        batch = batch.to(self.dtype)
         valid = torch.arange(max(frames), device=self.device)[None, :] < torch.tensor(
             frames, device=self.device
         )[:, None]

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("config.yaml", "model.pt", "tokens.txt")
 DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class ModelOptions:
     hub: str = "ms"  # ms (ModelScope) | hf (Hugging Face), as funasr names them
     model_dir: str | None = None  # local funasr directory; overrides model/hub
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda[:N]
-    half: bool = False  # float16 weights and activations; CUDA only
+    dtype: str = "float32"  # float32 | bfloat16 (CPUs with native bf16, or CUDA) | float16 (CUDA)
     threads: int | None = None  # CPU threads for torch; None = all cores
     offline: bool = False  # never try to download, only use local files and caches
 
@@ -39,6 +40,8 @@ class ModelOptions:
             raise ConfigError(f"--hub must be one of {', '.join(HUBS)}, got {self.hub!r}")
         if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
 
@@ -138,6 +141,16 @@ def pick_device(device: str) -> str:
     return device
 
 
+def check_dtype(dtype: str, device: str) -> None:
+    """Refuse precisions the device cannot run well."""
+    import torch
+
+    if dtype == "float16" and not device.startswith("cuda"):
+        raise ConfigError("float16 (--half) needs a CUDA device; on the CPU use bfloat16 or float32")
+    if dtype == "bfloat16" and device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise ConfigError("this CPU has no native bfloat16 (AVX-512 BF16 or AMX); use float32")
+
+
 @contextlib.contextmanager
 def _quiet_funasr():
     """funasr prints its version and import diagnostics and logs INFO on every load; hide that
@@ -166,8 +179,7 @@ def load_scorer(opts: ModelOptions):
 
     path, model_id = resolve_model_dir(opts)
     device = pick_device(opts.device)
-    if opts.half and not device.startswith("cuda"):
-        raise ConfigError("--half needs a CUDA device (float16 on the CPU is slow and inexact)")
+    check_dtype(opts.dtype, device)
     threads = opts.threads or os.cpu_count() or 1
     try:
         with _quiet_funasr():
@@ -180,4 +192,4 @@ def load_scorer(opts: ModelOptions):
     random = is_random_model_dir(path)
     if random:
         log.warning("model %s has RANDOM weights: its scores are not emotion recognition", path)
-    return Emotion2vecScorer(auto, model_id=model_id, random_weights=random, half=opts.half)
+    return Emotion2vecScorer(auto, model_id=model_id, random_weights=random, dtype=opts.dtype)

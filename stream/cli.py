@@ -17,7 +17,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hub", choices=("ms", "hf"), default=None, help="ModelScope (ms, default) or Hugging Face (hf)")
     g.add_argument("--model-dir", default=None, help="local funasr model directory (or EMOSTREAM_MODEL_DIR)")
     g.add_argument("--device", default=None, help="auto (default: CUDA when available), cpu, cuda or cuda:N")
-    g.add_argument("--half", action="store_true", default=None, help="float16 on CUDA")
+    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="compute precision (default float32; bfloat16 on CPUs with native bf16 or CUDA)")
+    g.add_argument("--half", dest="dtype", action="store_const", const="float16", help="float16 on CUDA")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     g.add_argument("--offline", action="store_true", default=None, help="never download (or EMOSTREAM_OFFLINE=1)")
 
@@ -54,7 +56,7 @@ def _load_scorer(args):
         hub=args.hub,
         model_dir=args.model_dir,
         device=args.device,
-        half=args.half,
+        dtype=args.dtype,
         threads=args.threads,
         offline=args.offline,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from models.frames import FRAME_STRIDE, SAMPLE_RATE, seconds_to_samples
 from vad import VadConfig
@@ -112,7 +112,7 @@ class AnalyzerConfig:
             "hop_seconds": self.hop_seconds,
             "chunk_seconds": self.chunk_seconds,
             "context_seconds": self.context_seconds,
-            "vad": dict(self.vad.__dict__),
-            "smoother": dict(self.smoother.__dict__),
-            "decisions": {k: v for k, v in self.decisions.__dict__.items()},
+            "vad": asdict(self.vad),
+            "smoother": asdict(self.smoother),
+            "decisions": asdict(self.decisions),
         }

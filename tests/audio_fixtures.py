@@ -14,8 +14,10 @@ import soxr
 RATE = 16000
 
 
-def espeak(text: str, path: Path, voice: str = "en", speed: int = 150, pitch: int = 50) -> np.ndarray:
-    """Synthesise `text` with espeak-ng and return it as 16 kHz float32, edge silence trimmed."""
+def espeak(
+    text: str, path: Path, voice: str = "en", speed: int = 150, pitch: int = 50, rate: int = RATE
+) -> np.ndarray:
+    """Synthesise `text` with espeak-ng; float32 at `rate`, trimmed to its audible span."""
     if shutil.which("espeak-ng") is None:
         raise RuntimeError("espeak-ng is required for the tests (Debian package espeak-ng)")
     subprocess.run(
@@ -24,39 +26,47 @@ def espeak(text: str, path: Path, voice: str = "en", speed: int = 150, pitch: in
         capture_output=True,
     )
     with wave.open(str(path)) as w:
-        rate = w.getframerate()
+        native = w.getframerate()
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    x = soxr.resample(pcm.astype(np.float32) / 32768.0, rate, RATE).astype(np.float32)
-    loud = np.flatnonzero(np.abs(x) > 0.01)
-    return x[loud[0] : loud[-1] + 1]
+    x = pcm.astype(np.float32) / 32768.0
+    # espeak pads with digital silence; trimming it makes the true span the whole clip.
+    audible = np.flatnonzero(np.abs(x) > 1e-3)
+    x = x[audible[0] : audible[-1] + 1]
+    return soxr.resample(x, native, rate).astype(np.float32) if native != rate else x
 
 
 @dataclass(frozen=True)
 class Recording:
-    """Audio with the true speech spans (seconds) it contains."""
+    """Audio with the true speech spans it contains."""
 
     samples: np.ndarray
-    spans: tuple[tuple[float, float], ...]
+    sample_spans: tuple[tuple[int, int], ...]  # [start, end) in samples
+    rate: int = RATE
+
+    @property
+    def spans(self) -> tuple[tuple[float, float], ...]:
+        """The speech spans in seconds."""
+        return tuple((a / self.rate, b / self.rate) for a, b in self.sample_spans)
 
     @property
     def duration(self) -> float:
-        return len(self.samples) / RATE
+        return len(self.samples) / self.rate
 
 
-def compose(parts: list, seed: int = 0, noise_db: float = -65.0) -> Recording:
-    """Concatenate speech arrays and silence lengths (floats, seconds) with faint noise throughout."""
+def compose(parts: list, rate: int = RATE, seed: int = 0, noise_db: float = -65.0) -> Recording:
+    """Concatenate speech arrays (at `rate`) and silences (seconds) with faint noise throughout."""
     rng = np.random.default_rng(seed)
     pieces, spans, t = [], [], 0
     for part in parts:
         if isinstance(part, (int, float)):
-            pieces.append(np.zeros(int(part * RATE), np.float32))
+            pieces.append(np.zeros(round(part * rate), np.float32))
         else:
-            spans.append((t / RATE, (t + len(part)) / RATE))
+            spans.append((t, t + len(part)))
             pieces.append(part)
         t += len(pieces[-1])
     x = np.concatenate(pieces)
     x = x + (10 ** (noise_db / 20)) * rng.standard_normal(len(x)).astype(np.float32)
-    return Recording(x.astype(np.float32), tuple(spans))
+    return Recording(x.astype(np.float32), tuple(spans), rate)
 
 
 def write_wav16(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:

@@ -84,4 +84,18 @@ def test_bad_options_name_allowed_values():
 
 def test_half_precision_needs_cuda(tiny_model_dir):
     with pytest.raises(ConfigError, match="CUDA"):
-        load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", half=True))
+        load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="float16"))
+
+
+def test_bfloat16_scores_stay_close_to_float32(tiny_model_dir, scorer, speech):
+    import torch
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        with pytest.raises(ConfigError, match="bfloat16"):
+            load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="bfloat16"))
+        return
+    low = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="bfloat16", threads=2))
+    wav = speech[0]
+    a, b = scorer.score([wav])[0], low.score([wav])[0]
+    assert b.logits.dtype == np.float32 and b.logits.shape == a.logits.shape
+    assert np.abs(scorer.utterance_scores(a) - low.utterance_scores(b)).max() < 0.02

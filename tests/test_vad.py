@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
-import wave
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -14,6 +10,7 @@ import soxr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from audio_fixtures import Recording, compose, espeak
 from vad import SpeechEnd, SpeechSegmenter, SpeechStart, VadConfig, VadEvent, make_classifier
 
 # silero-vad's own loader trips these; nothing for us to fix.
@@ -38,61 +35,27 @@ TOLERANCE_MS = 60
 END_SLACK_MS = 200
 
 
-@dataclass(frozen=True)
-class Scene:
-    """Noise with utterances at known sample spans [start, end)."""
-
-    rate: int
-    audio: np.ndarray
-    spans: tuple[tuple[int, int], ...]
-
-
-def _read_wav(path) -> np.ndarray:
-    with wave.open(str(path)) as w:
-        assert w.getframerate() == ESPEAK_RATE and w.getnchannels() == 1
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-    return pcm.astype(np.float32) / 32768
-
-
 @pytest.fixture(scope="session")
 def utterances(tmp_path_factory) -> list[np.ndarray]:
-    """Each sentence spoken by espeak-ng at 22.05 kHz, trimmed to its audible span."""
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is required for the VAD tests (apt-get install espeak-ng)")
+    """Each sentence spoken by espeak-ng at its native 22.05 kHz, trimmed to its audible span."""
     folder = tmp_path_factory.mktemp("espeak")
-    result = []
-    for i, sentence in enumerate(SENTENCES):
-        path = folder / f"utt{i}.wav"
-        subprocess.run(["espeak-ng", "-w", str(path), sentence], check=True)
-        audio = _read_wav(path)
-        # espeak pads with digital silence; trimming it makes the true span the whole clip.
-        audible = np.flatnonzero(np.abs(audio) > 1e-3)
-        result.append(audio[audible[0] : audible[-1] + 1])
-    return result
+    return [
+        espeak(sentence, folder / f"utt{i}.wav", rate=ESPEAK_RATE) for i, sentence in enumerate(SENTENCES)
+    ]
 
 
 @pytest.fixture(scope="session")
 def scene(utterances):
-    """Build (and cache) the noise + speech scene at a given rate."""
-    cache: dict[int, Scene] = {}
+    """Build (and cache) the noise + speech scene at a given rate; spans are in samples."""
+    cache: dict[int, Recording] = {}
 
-    def build(rate: int) -> Scene:
+    def build(rate: int) -> Recording:
         if rate not in cache:
-            rng = np.random.default_rng(rate)
-            noise_rms = 10 ** (NOISE_DBFS / 20)
-            parts, spans, pos = [], [], 0
-            for gap_s, utterance in zip(GAPS_S, utterances + [None]):
-                gap = round(gap_s * rate)
-                parts.append(np.zeros(gap, dtype=np.float32))
-                pos += gap
-                if utterance is not None:
-                    speech = soxr.resample(utterance, ESPEAK_RATE, rate).astype(np.float32)
-                    parts.append(speech)
-                    spans.append((pos, pos + len(speech)))
-                    pos += len(speech)
-            audio = np.concatenate(parts)
-            audio += (rng.standard_normal(len(audio)) * noise_rms).astype(np.float32)
-            cache[rate] = Scene(rate, audio, tuple(spans))
+            speech = [soxr.resample(u, ESPEAK_RATE, rate).astype(np.float32) for u in utterances]
+            parts = [GAPS_S[0]]
+            for utterance, gap in zip(speech, GAPS_S[1:]):
+                parts += [utterance, gap]
+            cache[rate] = compose(parts, rate=rate, seed=rate, noise_db=NOISE_DBFS)
         return cache[rate]
 
     return build
@@ -143,13 +106,13 @@ CASES = [("webrtc", rate) for rate in (8000, 16000, 32000, 44100, 48000)] + [
 def test_segments_contain_true_speech_spans(scene, backend, rate):
     config = VadConfig(backend=backend)
     s = scene(rate)
-    found = segments(run(SpeechSegmenter(config, rate), s.audio))
-    assert len(found) == len(s.spans), (found, s.spans)
+    found = segments(run(SpeechSegmenter(config, rate), s.samples))
+    assert len(found) == len(s.sample_spans), (found, s.sample_spans)
     tol = round(TOLERANCE_MS * rate / 1000)
     pre = round(config.pre_speech_pad_ms * rate / 1000)
     post = round(config.post_speech_pad_ms * rate / 1000)
     slack = round(END_SLACK_MS * rate / 1000)
-    for (start, end), (true_start, true_end) in zip(found, s.spans):
+    for (start, end), (true_start, true_end) in zip(found, s.sample_spans):
         assert true_start - pre - tol <= start <= true_start + tol, (start, true_start)
         assert true_end - tol <= end <= true_end + post + slack, (end, true_end)
 
@@ -157,12 +120,12 @@ def test_segments_contain_true_speech_spans(scene, backend, rate):
 @pytest.mark.parametrize("backend", ["webrtc", "silero"])
 def test_long_segments_are_split_at_max_length(scene, backend):
     s = scene(16000)
-    unsplit = run(SpeechSegmenter(VadConfig(backend=backend), 16000), s.audio)
+    unsplit = run(SpeechSegmenter(VadConfig(backend=backend), 16000), s.samples)
     config = VadConfig(backend=backend, max_segment_s=1.0)
-    events = run(SpeechSegmenter(config, 16000), s.audio)
+    events = run(SpeechSegmenter(config, 16000), s.samples)
     splits = [i for i, e in enumerate(events) if isinstance(e, SpeechEnd) and e.split]
     # Every utterance lasts more than 2 s, so each is cut at least twice.
-    assert len(splits) >= 2 * len(s.spans)
+    assert len(splits) >= 2 * len(s.sample_spans)
     for i in splits:
         assert events[i + 1] == SpeechStart(events[i].sample)
     pieces = segments(events)
@@ -240,7 +203,7 @@ INVARIANCE_CASES = [("webrtc", 44100), ("webrtc", 8000), ("silero", 16000), ("si
 def test_events_do_not_depend_on_chunking(scene, backend, rate):
     s = scene(rate)
     # Two utterances, cut 1 s into the second so flush() has a segment to close.
-    audio = s.audio[: s.spans[1][0] + rate]
+    audio = s.samples[: s.sample_spans[1][0] + rate]
     config = VadConfig(backend=backend)
     reference = run(SpeechSegmenter(config, rate), audio)
     assert len(segments(reference)) == 2
@@ -260,13 +223,13 @@ def test_events_do_not_depend_on_chunking(scene, backend, rate):
 @pytest.mark.parametrize("backend", ["webrtc", "silero"])
 def test_committed_is_monotonic_and_below_final_end(scene, backend):
     s = scene(16000)
-    chunks = [s.audio[i : i + 1000] for i in range(0, len(s.audio), 1000)]
+    chunks = [s.samples[i : i + 1000] for i in range(0, len(s.samples), 1000)]
     events, trace = run_traced(SpeechSegmenter(VadConfig(backend=backend), 16000), chunks)
     check_committed(trace)
-    assert len(segments(events)) == len(s.spans)
+    assert len(segments(events)) == len(s.sample_spans)
     # While speech goes on, committed trails the audio received by less than one frame.
     frame = SpeechSegmenter(VadConfig(backend=backend), 16000).frame_samples
-    for true_start, true_end in s.spans:
+    for true_start, true_end in s.sample_spans:
         mid_speech = [(c, n) for _, c, n in trace if true_start + 8000 < n < true_end]
         assert mid_speech and all(c is not None and c > n - frame for c, n in mid_speech)
 
@@ -275,7 +238,7 @@ def test_committed_is_monotonic_and_below_final_end(scene, backend):
 def test_flush_closes_open_segment(scene, backend):
     s = scene(16000)
     # Stop 1 s into the second utterance, off the frame grid so a partial frame remains.
-    audio = s.audio[: s.spans[1][0] + 16000 + 7]
+    audio = s.samples[: s.sample_spans[1][0] + 16000 + 7]
     segmenter = SpeechSegmenter(VadConfig(backend=backend), 16000)
     events = segmenter.push(audio)
     assert [type(e) for e in events] == [SpeechStart, SpeechEnd, SpeechStart]
@@ -295,24 +258,24 @@ def test_flush_closes_open_segment(scene, backend):
 )
 def test_int16_input_equals_float_input(scene, backend, rate):
     s = scene(rate)
-    pcm = np.clip(np.round(s.audio * 32768), -32768, 32767).astype(np.int16)
+    pcm = np.clip(np.round(s.samples * 32768), -32768, 32767).astype(np.int16)
     as_float = pcm.astype(np.float32) / 32768
     config = VadConfig(backend=backend)
     from_int = run(SpeechSegmenter(config, rate), pcm, chunk=4000)
     from_float = run(SpeechSegmenter(config, rate), as_float, chunk=4000)
     assert from_int == from_float
-    assert len(segments(from_int)) == len(s.spans)
+    assert len(segments(from_int)) == len(s.sample_spans)
 
 
 @pytest.mark.parametrize("backend", ["webrtc", "silero"])
 def test_reset_restarts_the_stream(scene, backend):
     s = scene(16000)
     segmenter = SpeechSegmenter(VadConfig(backend=backend), 16000)
-    first = run(segmenter, s.audio, chunk=3000)
+    first = run(segmenter, s.samples, chunk=3000)
     segmenter.reset()
     assert segmenter.samples_received == 0 and segmenter.committed is None
     assert segmenter.push(np.zeros(0, dtype=np.float32)) == []
-    assert run(segmenter, s.audio, chunk=5000) == first
+    assert run(segmenter, s.samples, chunk=5000) == first
 
 
 @pytest.mark.parametrize(
