@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import gc
 import json
 import os
 import platform
@@ -260,7 +259,7 @@ def engine_flops(scorer, lengths: list[int], device: str) -> dict:
     rng = np.random.default_rng(0)
     for n, k in sorted(uses.items()):
         x = rng.normal(0.0, 0.1, n).astype(np.float32)
-        f, per_op = flops_of(lambda: scorer.score([x]))
+        f, per_op = flops_of(lambda x=x: scorer.score([x]))
         total += f * k
         for op, v in per_op.items():
             per_op_total[op] += v * k
@@ -330,9 +329,6 @@ def bench_arch(arch: str, args, audio: np.ndarray, configs, cache_dir: Path) -> 
             ModelOptions(model_dir=str(path), device=args.device, threads=args.threads, dtype=dtype)
         )
         out["engine"] += bench_engine(arch, engine, dtype, args, audio, configs, device, out["naive"])
-        del engine
-    del scorer
-    gc.collect()
     return out
 
 
@@ -499,7 +495,6 @@ def main(argv=None) -> int:
     end_peaks = {d: matmul_peak(device, d) for d in dtypes}
     peak_by_dtype = {d: max(start_peaks[d], end_peaks[d]) for d in dtypes}
     peaks = [start_peaks["float32"], end_peaks["float32"]]
-    peak = peak_by_dtype["float32"]
     total = time.perf_counter() - t_start
     foreign = whole_run.foreign_cores()
 

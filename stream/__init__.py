@@ -1,0 +1,1 @@
+"""The streaming analyzer: configuration, events, smoothing, decisions, offline analysis, CLI."""

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from models.emotion2vec import FrameOutput, softmax
-from models.frames import FRAME_STRIDE, SAMPLE_RATE, n_frames
+from models.frames import FRAME_STRIDE, SAMPLE_RATE
 from models.random_weights import WARNING
 from vad import SpeechEnd, SpeechSegmenter, SpeechStart
 
@@ -37,7 +37,6 @@ class _OpenSegment:
         self.next_chunk = 0
         self.jobs_out = 0  # jobs planned but not completed
         self.logits: list[np.ndarray | None] = []  # per planned chunk, in order
-        self.frames_ready = 0  # contiguous scored frames from frame 0
         self.windows_done = 0
         self.peaks: np.ndarray | None = None
 
@@ -322,4 +321,4 @@ def analyze_array(scorer, samples: np.ndarray, config: AnalyzerConfig | None = N
     return analyzer.feed(samples) + analyzer.flush()
 
 
-__all__ = ["StreamAnalyzer", "StreamCore", "analyze_array", "n_frames"]
+__all__ = ["StreamAnalyzer", "StreamCore", "analyze_array"]

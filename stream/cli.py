@@ -84,7 +84,7 @@ def cmd_analyze(args) -> int:
             failures += 1
     total = sum(len(s) for _, s, _ in decoded) / 16000
     with tqdm(total=round(total, 1), unit="s audio", disable=args.quiet or None, file=sys.stderr) as bar:
-        for path, samples, rate in decoded:
+        for path, samples, _rate in decoded:
             try:
                 result = analyze_samples(
                     scorer, samples, str(path), args.granularity, args.context, config,
