@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,6 +28,7 @@ class Emotion2vecScorer:
     def __init__(self, auto_model, model_id: str, random_weights: bool, dtype: str = "float32"):
         """Wrap a loaded `funasr.AutoModel` (use models.loader.load_scorer to build one)."""
         self.auto_model = auto_model
+        self._lock = threading.Lock()
         self.model = auto_model.model
         self.model_id = model_id
         self.random_weights = random_weights
@@ -46,13 +48,18 @@ class Emotion2vecScorer:
         self._batchable = encoder.modality_cfg.extractor_mode == "layer_norm"
         self.model.to(self.dtype)
 
-    @torch.inference_mode()
     def score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:
         """Score several 16 kHz mono float waveforms (any lengths) in one padded forward pass."""
+        # One forward at a time: the live scheduler and HTTP requests share this model.
+        with self._lock:
+            return self._score(waveforms)
+
+    @torch.inference_mode()
+    def _score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:
         if not waveforms:
             return []
         if not self._batchable and len(waveforms) > 1:
-            return [out for w in waveforms for out in self.score([w])]
+            return [out for w in waveforms for out in self._score([w])]
         lengths = [len(w) for w in waveforms]
         frames = [n_frames(n) for n in lengths]
         if min(frames) == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +49,28 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
     return samples, int(rate)
 
 
-def load_16k(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode `path` and resample to 16 kHz mono; returns (samples, original rate)."""
-    samples, rate = decode(path)
-    if rate != SAMPLE_RATE:
-        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+@dataclass(frozen=True)
+class DecodedAudio:
+    """A decoded file: mono samples at its own rate and resampled to the model's 16 kHz."""
+
+    native: np.ndarray
+    rate: int
+    samples: np.ndarray  # 16 kHz
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return len(self.samples) / SAMPLE_RATE
+
+
+def load(path: str | Path) -> DecodedAudio:
+    """Decode `path` to mono and resample it to 16 kHz; refuse audio too short to analyze."""
+    native, rate = decode(path)
+    samples = native if rate == SAMPLE_RATE else soxr.resample(native, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     seconds = len(samples) / SAMPLE_RATE
     if seconds < MIN_SECONDS:
         raise AudioError(f"{Path(path).name}: too short ({seconds:.3f} s; need at least {MIN_SECONDS} s)")
-    return samples, rate
+    return DecodedAudio(native, rate, samples)
 
 
 def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:

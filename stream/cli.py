@@ -34,7 +34,8 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vad-aggressiveness", type=int, choices=(0, 1, 2, 3), default=2)
 
 
-def _analyzer_config(args):
+def analyzer_config(args):
+    """The AnalyzerConfig the analysis options describe."""
     from vad import VadConfig
 
     from .config import AnalyzerConfig
@@ -48,7 +49,8 @@ def _analyzer_config(args):
     )
 
 
-def _load_scorer(args):
+def load_scorer_from_args(args):
+    """Load the scorer the model options describe."""
     from models.loader import ModelOptions, load_scorer
 
     opts = ModelOptions.from_env(
@@ -69,29 +71,29 @@ def cmd_analyze(args) -> int:
 
     from models.labels import with_emoji
 
-    from .audio_file import load_16k
-    from .offline import analyze_samples, output_dir, write_outputs
+    from .audio_file import load
+    from .offline import analyze_audio, output_dir, write_outputs
 
-    config = _analyzer_config(args)
-    scorer = _load_scorer(args)
+    config = analyzer_config(args)
+    scorer = load_scorer_from_args(args)
     failures = 0
     decoded = []
     for path in args.files:  # decode first so the progress bar knows the total audio length
         try:
-            decoded.append((path, *load_16k(path)))
+            decoded.append((path, load(path)))
         except EmostreamError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
-    total = sum(len(s) for _, s, _ in decoded) / 16000
+    total = sum(audio.duration for _, audio in decoded)
     with tqdm(total=round(total, 1), unit="s audio", disable=args.quiet or None, file=sys.stderr) as bar:
-        for path, samples, _rate in decoded:
+        for path, audio in decoded:
             try:
-                result = analyze_samples(
-                    scorer, samples, str(path), args.granularity, args.context, config,
+                result = analyze_audio(
+                    scorer, audio, str(path), args.granularity, args.context, config,
                     progress=lambda s: bar.update(round(s, 1)),
                 )
                 out = output_dir(args.out, path)
-                write_outputs(result, samples, out, config, args.embedding)
+                write_outputs(result, audio.samples, out, config, args.embedding)
             except EmostreamError as exc:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 failures += 1
@@ -114,6 +116,23 @@ def cmd_make_model(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Run the live server."""
+    import server
+
+    return server.serve(args)
+
+
+def cmd_repair(args) -> int:
+    """Repair recordings of sessions whose server was killed."""
+    from .recording import repair
+
+    for path in args.sessions:
+        report = repair(path)
+        print(f"{path}: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `emostream` command."""
     parser = argparse.ArgumentParser(prog="emostream", description="Real-time speech-emotion analysis with emotion2vec+.")
@@ -130,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     _add_analysis_options(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("serve", help="run the live server (WebSocket, Twilio, HTTP API)")
+    import server
+
+    server.add_server_options(p)
+    _add_model_options(p)
+    _add_analysis_options(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("repair", help="repair recordings after a crash (WAV header, torn JSONL line)")
+    p.add_argument("sessions", nargs="+", type=Path, help="recordings/<session_id> folders")
+    p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("make-model", help="write a model directory with RANDOM weights (tests/demos)")
     p.add_argument("dir", type=Path)

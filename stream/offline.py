@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -16,9 +16,9 @@ from models.labels import EMOJI
 from models.random_weights import WARNING
 
 from .analyzer import StreamAnalyzer
-from .audio_file import write_wav
+from .audio_file import DecodedAudio, write_wav
 from .chunks import LOOKAHEAD
-from .config import AnalyzerConfig
+from .config import INPUT_RATES, AnalyzerConfig
 from .events import Event, to_dict
 
 GRANULARITIES = ("utterance", "frame")
@@ -100,29 +100,33 @@ def encode_whole(scorer, samples: np.ndarray) -> FrameOutput:
 
 
 
-def analyze_samples(
+def analyze_audio(
     scorer,
-    samples: np.ndarray,
+    audio: DecodedAudio,
     source: str,
     granularity: str = "utterance",
     context: str | None = None,
     config: AnalyzerConfig | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> AnalysisResult:
-    """Analyze 16 kHz mono audio: utterance scores and embedding, plus the streaming events."""
+    """Analyze decoded audio: utterance scores and embedding, plus the streaming events.
+
+    The stream analyzer takes the file at its own rate when a live client could have sent that
+    rate, so replaying a session's recording reproduces the events the live session emitted.
+    """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     config = config or AnalyzerConfig()
-    if config.sample_rate != SAMPLE_RATE:
-        raise ValueError("offline analysis takes 16 kHz audio; set AnalyzerConfig(sample_rate=16000)")
+    samples = audio.samples
     whole = encode_whole(scorer, samples)
-    analyzer = StreamAnalyzer(scorer, config)
+    feed, rate = (audio.native, audio.rate) if audio.rate in INPUT_RATES else (samples, SAMPLE_RATE)
+    analyzer = StreamAnalyzer(scorer, replace(config, sample_rate=rate))
     events: list[Event] = []
-    block = int(FEED_SECONDS * SAMPLE_RATE)
-    for start in range(0, len(samples), block):
-        events += analyzer.feed(samples[start : start + block])
+    block = int(FEED_SECONDS * rate)
+    for start in range(0, len(feed), block):
+        events += analyzer.feed(feed[start : start + block])
         if progress:
-            progress(min(block, len(samples) - start) / SAMPLE_RATE)
+            progress(min(block, len(feed) - start) / rate)
     events += analyzer.flush()
     embedding = whole.features.mean(axis=0) if granularity == "utterance" else whole.features
     return AnalysisResult(

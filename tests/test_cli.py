@@ -14,7 +14,7 @@ import pytest
 
 from audio_fixtures import ffmpeg_convert, write_wav16
 from models.frames import n_frames
-from stream.audio_file import load_16k
+from stream.audio_file import load
 from stream.cli import main
 from stream.errors import AudioError
 
@@ -46,8 +46,9 @@ def only_dir(out: Path, stem: str) -> Path:
 
 @pytest.mark.parametrize("ext", list(FORMATS))
 def test_every_format_decodes_to_16k_mono(files, speech_silence_speech, ext):
-    samples, rate = load_16k(files[ext])
-    assert rate == int(FORMATS[ext][1])
+    audio = load(files[ext])
+    samples = audio.samples
+    assert audio.rate == int(FORMATS[ext][1])
     # Lossy codecs pad a little; the duration stays within 60 ms.
     assert abs(len(samples) / 16000 - speech_silence_speech.duration) < 0.06
     assert samples.dtype == np.float32 and 0.1 < np.abs(samples).max() <= 1.0
@@ -84,7 +85,7 @@ def test_analyze_frame_granularity_writes_all_outputs(files, tiny_model_dir, tmp
 def test_utterance_scores_match_scorer_on_the_decoded_file(files, tiny_model_dir, tmp_path, scorer):
     assert run([files[".flac"], "--embedding"], tiny_model_dir, tmp_path) == 0
     result = json.loads((only_dir(tmp_path, "call") / "result.json").read_text())
-    samples, _ = load_16k(files[".flac"])
+    samples = load(files[".flac"]).samples
     expected = scorer.utterance_scores(scorer.score([samples])[0])
     assert np.abs(np.array([result["scores"][l] for l in scorer.labels]) - expected).max() < 1e-5
     assert "windows" not in result and result["granularity"] == "utterance"
@@ -127,7 +128,7 @@ def test_silent_file_has_no_segments(tiny_model_dir, tmp_path):
 def test_corrupt_decoder_input_raises_audio_error(tmp_path):
     (tmp_path / "x.flac").write_bytes(b"fLaC" + b"\x00" * 100)
     with pytest.raises(AudioError):
-        load_16k(tmp_path / "x.flac")
+        load(tmp_path / "x.flac")
 
 
 def test_console_script_reports_missing_weights_helpfully(tmp_path, files):

@@ -1,0 +1,620 @@
+"""How many live streams one emostream server keeps in real time, per model architecture.
+
+    PYTHONPATH=. python -m bench.concurrent [--archs base large] [--seconds 30] [--dtype float32] [--json OUT]
+
+For each architecture the benchmark starts `python server.py` as a subprocess (its own port, its
+recordings in a temporary folder) and then runs N = 1, 2, 3, ... concurrent WebSocket clients on
+`/ws/stream`. Each client streams `--seconds` of espeak-ng speech at real-time pace (0.1 s
+messages every 0.1 s, paced against a monotonic clock), then `stop`, and waits for its `summary`.
+
+Per `window` event the latency is the time the event arrived minus the time the client sent the
+audio message holding the window's last sample (both on the client's monotonic clock). N is
+"real time" when no `overload` arrived, every client got its `summary`, the p95 latency (after
+`--warmup` seconds of stream time) is at most `--max-p95` and it does not grow over the run (p95
+of the last third minus p95 of the first third at most `--max-growth`). The sweep stops at the
+first N that is not real time, or at `--max-n`.
+
+The server runs a full-size emotion2vec+ architecture with RANDOM weights (no weights can be
+downloaded here): the compute is identical to the real checkpoints, the scores mean nothing.
+Only time and memory are measured. The clients run in this process, on the same machine as the
+server, and share its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from bench.throughput import _fmt, cpu_name, log, random_model_dir
+
+RANDOM_BANNER = (
+    "RANDOM WEIGHTS: the server runs full-size emotion2vec+ architectures with random weights.\n"
+    "The emotion scores mean nothing; only latency, throughput and memory are measured."
+)
+RATE = 16_000
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- the server process -------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes on the machine have used (from /proc/stat, minus idle/iowait)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / _clock_ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class Server:
+    """`python server.py` in a subprocess: start, wait for /healthz, RSS, CPU, /metrics, stop."""
+
+    def __init__(self, model_dir: Path, args, workdir: Path):
+        self.port = free_port()
+        self.recordings = workdir / "recordings"
+        self.log_path = workdir / "server.log"
+        cmd = [
+            sys.executable, str(ROOT / "server.py"),
+            "--model-dir", str(model_dir), "--device", args.device, "--port", str(self.port),
+            "--recordings", str(self.recordings), "--dtype", args.dtype,
+        ]
+        for opt in ("threads", "max_batch", "max_wait_ms", "max_pending"):
+            value = getattr(args, opt)
+            if value is not None:
+                cmd += [f"--{opt.replace('_', '-')}", str(value)]
+        self.cmd = cmd
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws/stream"
+
+    def wait_ready(self, timeout: float = 600.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                    return json.loads(r.read())
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"server not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def rss_bytes(self) -> int | None:
+        """The server's resident set size, from /proc/PID/status (VmRSS)."""
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the server process (all its threads)."""
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _clock_ticks()
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def metrics(self) -> dict[str, float]:
+        """The Prometheus exposition as {'name{labels}': value} (counters, gauges, histograms)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = re.match(r"^(\S+?(?:\{.*\})?)\s+(\S+)$", line)
+            if m:
+                try:
+                    out[m.group(1)] = float(m.group(2))
+                except ValueError:
+                    pass
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def metric_delta(before: dict, after: dict, name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def histogram_quantile(before: dict, after: dict, name: str, q: float) -> float | None:
+    """Upper bucket bound holding the q-quantile of a histogram's observations between scrapes."""
+    buckets = []
+    for key, value in after.items():
+        m = re.match(rf'^{name}_bucket\{{le="([^"]+)"\}}$', key)
+        if m:
+            buckets.append((float(m.group(1)), value - before.get(key, 0.0)))
+    buckets.sort()
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    target = q * buckets[-1][1]
+    for bound, count in buckets:
+        if count >= target:
+            return bound
+    return None
+
+
+# ---- one client ---------------------------------------------------------------------------------
+async def client(k: int, url: str, pcm: bytes, chunk_bytes: int, message_seconds: float,
+                 drain_timeout: float) -> dict:
+    """Stream `pcm` at real-time pace, collect every server message with its arrival time."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    n_messages = math.ceil(len(pcm) / chunk_bytes)
+    sent_at: list[float] = []  # monotonic time just before each audio message was sent
+    lag: list[float] = []  # how late each send was against its schedule
+    received: list[tuple[float, dict]] = []
+    out = {"client": k, "error": None, "close_code": None, "summary": False, "overloads": 0}
+    ready = asyncio.Event()
+    stop_sent = None
+    summary_at = None
+
+    async with connect(url, compression=None, proxy=None, ping_interval=None, max_size=None,
+                       open_timeout=30, close_timeout=10) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm_s16le",
+                                  "session_id": f"bench-c{k}-{os.getpid()}-{time.time_ns() % 10**9}"}))
+
+        async def receive():
+            nonlocal summary_at
+            try:
+                async for raw in ws:
+                    t = time.monotonic()
+                    msg = json.loads(raw)
+                    received.append((t, msg))
+                    kind = msg.get("type")
+                    if kind == "ready":
+                        ready.set()
+                    elif kind == "overload":
+                        out["overloads"] += 1
+                    elif kind == "error":
+                        out["error"] = f"{msg.get('code')}: {msg.get('message')}"
+                        ready.set()
+                    elif kind == "summary":
+                        out["summary"] = True
+                        summary_at = t
+            except ConnectionClosed:
+                pass
+
+        receiver = asyncio.create_task(receive())
+        await asyncio.wait_for(ready.wait(), 60)
+        if out["error"] is None:
+            t0 = time.monotonic()
+            for i in range(n_messages):
+                target = t0 + i * message_seconds
+                delay = target - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                now = time.monotonic()
+                sent_at.append(now)
+                lag.append(now - target)
+                await ws.send(pcm[i * chunk_bytes : (i + 1) * chunk_bytes])
+            stop_sent = time.monotonic()
+            await ws.send(json.dumps({"type": "stop"}))
+        try:
+            await asyncio.wait_for(asyncio.shield(receiver), drain_timeout)
+        except asyncio.TimeoutError:
+            out["error"] = out["error"] or f"no summary {drain_timeout:g} s after stop"
+            receiver.cancel()
+        out["close_code"] = ws.close_code
+
+    windows = []
+    samples_per_message = chunk_bytes // 2
+    for t, msg in received:
+        if msg.get("type") == "window":
+            end_sample = round(float(msg["end"]) * RATE)
+            idx = min(max(end_sample - 1, 0) // samples_per_message, len(sent_at) - 1)
+            windows.append((float(msg["end"]), t - sent_at[idx]))
+    out.update(
+        windows=windows,
+        events={},
+        messages_sent=len(sent_at),
+        max_send_lag=max(lag) if lag else None,
+        drain_seconds=(summary_at - stop_sent) if (summary_at and stop_sent) else None,
+    )
+    for _, msg in received:
+        out["events"][msg.get("type")] = out["events"].get(msg.get("type"), 0) + 1
+    return out
+
+
+async def run_clients(server: Server, audio: np.ndarray, n: int, args) -> tuple[list[dict], dict]:
+    """N clients at once, the server's RSS sampled meanwhile; returns (clients, samples)."""
+    chunk = round(args.message_seconds * RATE)
+    length = round(args.seconds * RATE)
+    pcms = []
+    for k in range(n):
+        start = 0 if args.aligned else round(k * args.offset_seconds * RATE) % len(audio)
+        piece = np.roll(audio, -start)[:length]
+        pcms.append(np.clip(np.round(piece * 32768.0), -32768, 32767).astype("<i2").tobytes())
+
+    rss: list[int] = []
+    done = asyncio.Event()
+
+    async def sample_rss():
+        while not done.is_set():
+            value = server.rss_bytes()
+            if value is not None:
+                rss.append(value)
+            try:
+                await asyncio.wait_for(done.wait(), args.rss_interval)
+            except asyncio.TimeoutError:
+                pass
+
+    sampler = asyncio.create_task(sample_rss())
+    t0 = time.monotonic()
+    results = await asyncio.gather(
+        *(client(k, server.ws_url, pcms[k], 2 * chunk, args.message_seconds, args.drain_timeout) for k in range(n)),
+        return_exceptions=True,
+    )
+    wall = time.monotonic() - t0
+    done.set()
+    await sampler
+    clients = []
+    for k, r in enumerate(results):
+        if isinstance(r, BaseException):
+            clients.append({"client": k, "error": f"{type(r).__name__}: {r}", "summary": False, "overloads": 0,
+                            "windows": [], "events": {}, "close_code": None, "max_send_lag": None,
+                            "drain_seconds": None, "messages_sent": 0})
+        else:
+            clients.append(r)
+    return clients, {"rss": rss, "wall": wall}
+
+
+# ---- one N --------------------------------------------------------------------------------------
+def p(values, q):
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm_rss: int) -> dict:
+    before = server.metrics()
+    cpu0, busy0, own0, t0 = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
+    clients, samples = asyncio.run(run_clients(server, audio, n, args))
+    cpu1, busy1, own1, t1 = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
+    after = server.metrics()
+    wall = t1 - t0
+
+    measured = [(end, lat) for c in clients for end, lat in c["windows"] if end >= args.warmup]
+    lat = [x for _, x in measured]
+    span = args.seconds - args.warmup
+    thirds = [
+        [x for end, x in measured if args.warmup + i * span / 3 <= end < args.warmup + (i + 1) * span / 3]
+        for i in range(3)
+    ]
+    p95_first, p95_last = p(thirds[0], 95), p(thirds[2], 95)
+    growth = None if p95_first is None or p95_last is None else p95_last - p95_first
+    overloads = sum(c["overloads"] for c in clients)
+    summaries = sum(1 for c in clients if c["summary"] and c["close_code"] == 1000)
+    errors = [f"client {c['client']}: {c['error']}" for c in clients if c["error"]]
+    batches = metric_delta(before, after, "emostream_batch_size_count")
+    chunks = metric_delta(before, after, "emostream_batch_size_sum")
+    model_seconds = metric_delta(before, after, "emostream_batch_seconds_sum")
+    server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    foreign = None
+    if None not in (busy0, busy1, server_cpu):
+        foreign = max(0.0, (busy1 - busy0) - server_cpu - (own1 - own0)) / wall
+    peak_rss = max(samples["rss"]) if samples["rss"] else None
+
+    reasons = []
+    if overloads:
+        reasons.append(f"{overloads} overload message(s)")
+    if summaries < n:
+        reasons.append(f"{n - summaries} client(s) without summary")
+    if errors:
+        reasons.append("errors")
+    p95 = p(lat, 95)
+    if p95 is None:
+        reasons.append("no window events")
+    elif p95 > args.max_p95:
+        reasons.append(f"p95 {p95:.2f} s > {args.max_p95:g} s")
+    if growth is not None and growth > args.max_growth:
+        reasons.append(f"p95 grew {growth:+.2f} s (first→last third) > {args.max_growth:g} s")
+
+    return {
+        "n": n,
+        "realtime": not reasons,
+        "why_not": reasons,
+        "windows": len(lat),
+        "windows_all": sum(len(c["windows"]) for c in clients),
+        "p50": p(lat, 50),
+        "p95": p95,
+        "max": max(lat) if lat else None,
+        "p95_first_third": p95_first,
+        "p95_last_third": p95_last,
+        "p95_growth": growth,
+        "overloads": overloads,
+        "summaries": summaries,
+        "errors": errors,
+        "wall_seconds": wall,
+        "drain_seconds_max": max((c["drain_seconds"] for c in clients if c["drain_seconds"] is not None), default=None),
+        "max_send_lag": max((c["max_send_lag"] for c in clients if c["max_send_lag"] is not None), default=None),
+        "batches": batches,
+        "mean_batch": chunks / batches if batches else None,
+        "model_busy": model_seconds / wall if wall else None,
+        "server_window_latency_mean": (
+            metric_delta(before, after, "emostream_window_latency_seconds_sum")
+            / max(metric_delta(before, after, "emostream_window_latency_seconds_count"), 1)
+        ),
+        "server_window_latency_p95_bucket": histogram_quantile(before, after, "emostream_window_latency_seconds", 0.95),
+        "server_overloads": metric_delta(before, after, "emostream_overloads_total"),
+        "peak_rss": peak_rss,
+        "mean_rss": float(np.mean(samples["rss"])) if samples["rss"] else None,
+        "rss_per_stream": (peak_rss - idle_rss) / n if peak_rss is not None and idle_rss else None,
+        "rss_per_stream_vs_warm": (peak_rss - warm_rss) / n if peak_rss is not None and warm_rss else None,
+        "server_cpu_cores": server_cpu / wall if server_cpu is not None else None,
+        "client_cpu_cores": (own1 - own0) / wall,
+        "foreign_load_cores": foreign,
+        "events": {k: sum(c["events"].get(k, 0) for c in clients) for k in sorted({k for c in clients for k in c["events"]})},
+    }
+
+
+def warm_up(server: Server, audio: np.ndarray, seconds: float = 6.0) -> None:
+    """One short session streamed as fast as possible, so first-call costs stay out of N = 1."""
+
+    async def go():
+        from websockets.asyncio.client import connect
+
+        pcm = np.clip(np.round(audio[: round(seconds * RATE)] * 32768.0), -32768, 32767).astype("<i2").tobytes()
+        async with connect(server.ws_url, compression=None, proxy=None, ping_interval=None, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm_s16le"}))
+            for i in range(0, len(pcm), 3200):
+                await ws.send(pcm[i : i + 3200])
+            await ws.send(json.dumps({"type": "stop"}))
+            async for raw in ws:
+                if json.loads(raw).get("type") == "summary":
+                    break
+
+    asyncio.run(asyncio.wait_for(go(), 300))
+
+
+# ---- one architecture ---------------------------------------------------------------------------
+def bench_arch(arch: str, args, audio: np.ndarray, cache_dir: Path) -> dict:
+    path = random_model_dir(cache_dir, arch)
+    workdir = Path(tempfile.mkdtemp(prefix=f"emostream-concurrent-{arch}-"))
+    log(f"{arch}: starting server ({path}, {args.dtype})")
+    t_load = time.monotonic()
+    server = Server(path, args, workdir)
+    out: dict = {"arch": arch, "dtype": args.dtype, "server_cmd": server.cmd[1:], "runs": []}
+    try:
+        health = server.wait_ready()
+        out["load_seconds"] = time.monotonic() - t_load
+        if not health.get("random_weights"):
+            raise RuntimeError(f"{path} is not a random-weight model directory")
+        time.sleep(1.0)
+        out["idle_rss_after_load"] = idle = server.rss_bytes()
+        log(f"{arch}: ready in {out['load_seconds']:.0f} s, idle RSS {idle / 2**20:.0f} MiB; warming up")
+        warm_up(server, audio)
+        time.sleep(0.5)
+        out["idle_rss_after_warmup"] = server.rss_bytes()
+        ns = args.ns or range(1, args.max_n + 1)
+        for n in ns:
+            log(f"{arch}: N = {n}: {n} client(s) x {args.seconds:g} s at real-time pace")
+            r = bench_n(server, audio, n, args, idle, out["idle_rss_after_warmup"])
+            out["runs"].append(r)
+            log(
+                f"{arch}: N = {n}: p50 {_fmt(r['p50'], '.2f')} s, p95 {_fmt(r['p95'], '.2f')} s, "
+                f"max {_fmt(r['max'], '.2f')} s, growth {_fmt(r['p95_growth'], '+.2f')} s, "
+                f"mean batch {_fmt(r['mean_batch'], '.2f')}, model busy {_fmt(r['model_busy'] and 100 * r['model_busy'], '.0f')} %, "
+                f"foreign load {_fmt(r['foreign_load_cores'], '.2f')} -> "
+                f"{'real time' if r['realtime'] else 'NOT real time: ' + '; '.join(r['why_not'])}"
+            )
+            for e in r["errors"][:5]:
+                log(f"  {e}")
+            if not r["realtime"] and not args.ns:
+                break
+            time.sleep(args.pause)
+    finally:
+        server.stop()
+        if server.proc.returncode not in (0, -signal.SIGINT, None):
+            log(f"{arch}: server exit code {server.proc.returncode}; log tail:\n{server.log_tail()}")
+        shutil.rmtree(workdir, ignore_errors=True)
+    ok = [r["n"] for r in out["runs"] if r["realtime"]]
+    # the largest N such that it and every smaller N tried were real time
+    best = 0
+    for r in out["runs"]:
+        if not r["realtime"]:
+            break
+        best = r["n"]
+    out["max_realtime_n"] = best
+    out["realtime_ns"] = ok
+    out["first_not_realtime_n"] = next((r["n"] for r in out["runs"] if not r["realtime"]), None)
+    return out
+
+
+# ---- report -------------------------------------------------------------------------------------
+def _div(x, d):
+    return None if x is None else x / d
+
+
+def table(res: dict) -> str:
+    mib = 2**20
+    head = ["N", "real time", "windows", "p50 s", "p95 s", "max s", "p95 1st→3rd third s", "overload",
+            "summaries", "mean batch", "model busy", "server CPU", "peak RSS MiB", "MiB per stream (load / warm)",
+            "drain s", "send lag ms", "other load"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for r in res["runs"]:
+        cells = [
+            str(r["n"]),
+            "yes" if r["realtime"] else "**no**",
+            str(r["windows"]),
+            _fmt(r["p50"], ".2f"),
+            _fmt(r["p95"], ".2f"),
+            _fmt(r["max"], ".2f"),
+            f"{_fmt(r['p95_first_third'], '.2f')} → {_fmt(r['p95_last_third'], '.2f')}",
+            "yes" if r["overloads"] else "no",
+            f"{r['summaries']}/{r['n']}",
+            _fmt(r["mean_batch"], ".2f"),
+            f"{_fmt(r['model_busy'] and 100 * r['model_busy'], '.0f')} %",
+            _fmt(r["server_cpu_cores"], ".2f"),
+            _fmt(r["peak_rss"] and r["peak_rss"] / mib, ".0f"),
+            f"{_fmt(_div(r['rss_per_stream'], mib), '.0f')} / "
+            f"{_fmt(_div(r['rss_per_stream_vs_warm'], mib), '.0f')}",
+            _fmt(r["drain_seconds_max"], ".1f"),
+            _fmt(r["max_send_lag"] and 1000 * r["max_send_lag"], ".0f"),
+            _fmt(r["foreign_load_cores"], ".2f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.concurrent", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--archs", nargs="+", default=["base", "large"], choices=["tiny", "base", "large"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="passed to the server")
+    ap.add_argument("--device", default="cpu", help="passed to the server (cpu | cuda[:N] | auto)")
+    ap.add_argument("--threads", type=int, default=None, help="server's torch threads (default: the server's own, all cores)")
+    ap.add_argument("--max-batch", type=int, default=None, help="passed to the server (its default: 8)")
+    ap.add_argument("--max-wait-ms", type=float, default=None, help="passed to the server (its default: 10)")
+    ap.add_argument("--max-pending", type=int, default=None, help="passed to the server (its default: 64)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="audio each client streams per N")
+    ap.add_argument("--warmup", type=float, default=5.0, help="stream seconds whose windows are not counted")
+    ap.add_argument("--max-n", type=int, default=16, help="stop the sweep here at the latest")
+    ap.add_argument("--ns", type=int, nargs="+", default=None, help="run exactly these N (no early stop)")
+    ap.add_argument("--max-p95", type=float, default=None,
+                    help="p95 latency bound in s (default: chunk length + 2 s = 4 s)")
+    ap.add_argument("--max-growth", type=float, default=0.5,
+                    help="allowed rise of the p95 latency from the first to the last third of the run, s")
+    ap.add_argument("--offset-seconds", type=float, default=23.0,
+                    help="client k streams the recording from k x this offset (wrapping), so streams differ")
+    ap.add_argument("--aligned", action="store_true", help="every client streams the same audio from 0 s")
+    ap.add_argument("--message-seconds", type=float, default=0.1, help="audio per WebSocket message (and pace)")
+    ap.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for `summary` after `stop`")
+    ap.add_argument("--rss-interval", type=float, default=0.25, help="server RSS sampling period, s")
+    ap.add_argument("--pause", type=float, default=2.0, help="idle seconds between two N")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the generated speech")
+    ap.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("EMOSTREAM_BENCH_CACHE", "~/.cache/emostream-bench")))
+    ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write all figures as JSON")
+    args = ap.parse_args(argv)
+
+    from bench.speech import benchmark_audio
+    from stream.config import AnalyzerConfig
+
+    chunk_seconds = AnalyzerConfig().chunk_seconds
+    if args.max_p95 is None:
+        args.max_p95 = chunk_seconds + 2.0
+    if args.warmup >= args.seconds:
+        ap.error("--warmup must be shorter than --seconds")
+
+    t_start = time.perf_counter()
+    busy_start, own_start = machine_busy_seconds(), own_cpu_seconds()
+    cache_dir = args.cache_dir.expanduser()
+    print("=" * 78 + "\n" + RANDOM_BANNER + "\n" + "=" * 78, flush=True)
+    audio, wav_path, cached = benchmark_audio(cache_dir, 3.0, args.seed)
+    log(f"audio: {wav_path} ({'cached' if cached else 'generated with espeak-ng'})")
+    results = [bench_arch(arch, args, audio, cache_dir) for arch in args.archs]
+    total = time.perf_counter() - t_start
+
+    import torch
+    import websockets
+
+    machine = {
+        "date": _dt.date.today().isoformat(),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "device": args.device,
+        "dtype": args.dtype,
+        "torch": torch.__version__,
+        "websockets": websockets.__version__,
+        "python": platform.python_version(),
+    }
+    print(f"\nmachine: {machine['cpu']}, {machine['cores']} cores, device {args.device}, {args.dtype}, "
+          f"torch {machine['torch']}, {machine['date']}; the clients run on the same cores as the server")
+    print(f"each client: {args.seconds:g} s of espeak-ng speech ({wav_path.name}, "
+          f"{'all from 0 s' if args.aligned else f'client k from k x {args.offset_seconds:g} s'}), "
+          f"pcm_s16le 16 kHz in {args.message_seconds:g} s messages at real-time pace")
+    print(f"latency: window event received - its last sample's message sent (client clock); windows ending "
+          f"before {args.warmup:g} s skipped; real time = no overload, all summaries, p95 <= {args.max_p95:g} s, "
+          f"p95 growth (last third - first third) <= {args.max_growth:g} s")
+    print("server defaults unless passed: --max-batch 8 --max-wait-ms 10 --max-pending 64; "
+          "model busy = forward-pass seconds / wall seconds; MiB per stream = (peak RSS during the run - idle RSS "
+          "after model load, or after the warm-up stream) / N")
+    for res in results:
+        mib = 2**20
+        print(f"\n{res['arch']} ({res['dtype']}): server ready in {res['load_seconds']:.0f} s; idle RSS "
+              f"{res['idle_rss_after_load'] / mib:.0f} MiB after load, {res['idle_rss_after_warmup'] / mib:.0f} MiB after a warm-up stream")
+        print(table(res))
+        first_bad = res["first_not_realtime_n"]
+        bad = next((r for r in res["runs"] if r["n"] == first_bad), None)
+        print(f"=> {res['arch']} {res['dtype']}: largest real-time N = {res['max_realtime_n']}"
+              + (f"; N = {first_bad} is not: {'; '.join(bad['why_not'])}" if bad else
+                 f" (no N up to {res['runs'][-1]['n'] if res['runs'] else 0} failed)"))
+    foreign = None
+    busy_end = machine_busy_seconds()
+    if busy_start is not None and busy_end is not None:
+        # whole-run average of everything else but this process and its (reaped) server children
+        own = own_cpu_seconds() - own_start
+        t = os.times()
+        foreign = max(0.0, (busy_end - busy_start) - own - (t.children_user + t.children_system)) / total
+    print(f"\ntotal runtime {total:.0f} s; other processes kept {_fmt(foreign, '.2f')} of {os.cpu_count()} cores busy on average")
+    loads = [r["foreign_load_cores"] for res in results for r in res["runs"] if r["foreign_load_cores"] is not None]
+    if loads and max(loads) > 0.1:
+        print(f"WARNING: other processes used up to {max(loads):.2f} cores during some runs ('other load' column): "
+              "the server had less CPU than the machine has; repeat on an idle machine for clean figures.")
+    print(RANDOM_BANNER.splitlines()[0])
+    if args.json:
+        doc = {
+            "warning": RANDOM_BANNER,
+            "machine": machine,
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "audio": str(wav_path),
+            "results": results,
+            "runtime_seconds": total,
+            "foreign_load_cores": foreign,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2))
+        log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

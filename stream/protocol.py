@@ -1,0 +1,412 @@
+"""The native client protocol of `/ws/stream`, sans I/O: text and bytes in, messages out.
+
+Nothing here touches a socket. The server hands each WebSocket message to `ClientStream` (or
+to the stateless `parse_client_text` / `decode_audio`) and sends the dicts built by `ready`,
+`error`, `summary`, `overload` and `event_message` as JSON text. Every failure is a
+`ProtocolError` with a stable `code`. Most errors answer one message, which is ignored, and the
+session goes on; `close_code(code)` names the few after which the connection is closed.
+The protocol, for clients: docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import mulaw
+from .config import INPUT_RATES
+from .errors import EmostreamError
+from .events import Event, to_dict
+
+PROTOCOL_VERSION = 1  # sent in `ready`; bumped on incompatible changes
+
+ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw")
+SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}  # bytes per sample per channel
+
+MAX_METADATA_BYTES = 8192  # `metadata` as compact UTF-8 JSON
+MAX_CONTEXT_CHARS = 2000
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # 1-64 chars, no leading '.'
+
+START_FIELDS = ("type", "sample_rate", "encoding", "channels", "session_id", "context", "metadata")
+
+# WebSocket close codes (RFC 6455) the server uses.
+CLOSE_NORMAL = 1000  # the session ended: stop -> final events -> summary
+CLOSE_POLICY = 1008  # a bad or missing token, a session over its length, an unusable Twilio stream
+CLOSE_TOO_BIG = 1009  # a message over --max-message-bytes
+CLOSE_INTERNAL = 1011  # the server failed; not the client's fault
+CLOSE_TRY_AGAIN = 1013  # the server is full or overloaded; reconnect later
+
+# Every error code a client can receive, with what it means (docs/protocol.md lists them too).
+ERROR_CODES: dict[str, str] = {
+    "bad_json": "a text message is not a JSON object",
+    "unknown_type": "a text message's `type` is missing or not one the server knows",
+    "bad_start": "a `start` field is missing, unknown or of the wrong type or length",
+    "unsupported_rate": "`sample_rate` is not one of the supported rates",
+    "unsupported_encoding": "`encoding` is not one of the supported encodings",
+    "unsupported_channels": "`channels` is below 1 or above the server's maximum",
+    "already_started": "a second `start` on the same connection",
+    "not_started": "`stop` before `start`",
+    "audio_before_start": "a binary message before `start`",
+    "already_stopped": "a message after `stop`",
+    "binary_expected": "audio sent inside a JSON text message instead of a binary message",
+    "text_expected": "a binary message where only JSON text is accepted (/ws/twilio)",
+    "odd_byte_count": "a binary message that is not a whole number of sample frames",
+    "bad_audio": "audio samples that cannot be used (NaN or infinite floats)",
+    "message_too_large": "a message over the server's --max-message-bytes",
+    "session_in_use": "the `session_id` names a running or recorded session",
+    "session_too_long": "the session reached --max-session-seconds of audio",
+    "unauthorized": "the token is missing or wrong",
+    "overload": "the server cannot keep up with this session; try again later",
+    "internal": "the server failed; the details are in its log",
+    "bad_message": "a `stop` with fields, or a Twilio message lacking a field or with one of "
+    "the wrong type",
+    "bad_payload": "a Twilio media payload is not valid base64",
+    "twilio_format": "the Twilio stream is not μ-law 8000 Hz mono, or has no inbound track",
+    "twilio_sequence": "Twilio messages out of order: media before start, start twice, "
+    "anything after stop, a sequence number going back or a stream SID changing",
+}
+
+# The errors that end the connection, with their close code. Every other error answers one
+# message, which is ignored: the client may correct it (send a valid start, the next frame).
+CLOSING_ERRORS: dict[str, int] = {
+    "message_too_large": CLOSE_TOO_BIG,
+    "session_too_long": CLOSE_POLICY,
+    "unauthorized": CLOSE_POLICY,
+    "twilio_format": CLOSE_POLICY,  # a Twilio stream that cannot be analyzed is not retried
+    "overload": CLOSE_TRY_AGAIN,
+    "internal": CLOSE_INTERNAL,
+}
+
+
+def close_code(code: str) -> int | None:
+    """The WebSocket close code that follows an `error` with this code; None: the session goes on."""
+    return CLOSING_ERRORS.get(code)
+
+
+class ProtocolError(EmostreamError):
+    """A client broke the protocol; `code` is one of ERROR_CODES, the message says what to fix."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---------------------------------------------------------------------------------------------
+# Client -> server
+
+
+@dataclass(frozen=True)
+class StartMessage:
+    """The client's first message: how its audio is encoded and what the session is."""
+
+    sample_rate: int  # Hz, one of INPUT_RATES
+    encoding: str  # one of ENCODINGS
+    channels: int = 1  # interleaved channels per frame, averaged to mono
+    session_id: str | None = None  # client-chosen id (SESSION_ID_RE); the server makes one if None
+    context: str | None = None  # free text about the conversation, recorded with the session
+    metadata: dict = field(default_factory=dict)  # any JSON object, recorded with the session
+
+
+@dataclass(frozen=True)
+class StopMessage:
+    """End of audio: the server flushes the analyzer, sends the last events and a summary."""
+
+
+ClientMessage = StartMessage | StopMessage
+
+
+def _allowed(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_sample_rate(value) -> int:
+    """A supported input rate in Hz."""
+    if not _is_int(value):
+        raise ProtocolError("bad_start", f"sample_rate must be an integer (Hz), got {value!r}")
+    if value not in INPUT_RATES:
+        raise ProtocolError(
+            "unsupported_rate", f"sample_rate must be one of {_allowed(INPUT_RATES)} Hz, got {value}"
+        )
+    return value
+
+
+def check_encoding(value) -> str:
+    """One of ENCODINGS."""
+    if not isinstance(value, str):
+        raise ProtocolError("bad_start", f"encoding must be a string, got {value!r}")
+    if value not in ENCODINGS:
+        raise ProtocolError(
+            "unsupported_encoding", f"encoding must be one of {_allowed(ENCODINGS)}, got {value!r}"
+        )
+    return value
+
+
+def check_channels(value, max_channels: int) -> int:
+    """A channel count in 1..max_channels."""
+    if not _is_int(value):
+        raise ProtocolError("bad_start", f"channels must be an integer, got {value!r}")
+    if not 1 <= value <= max_channels:
+        raise ProtocolError(
+            "unsupported_channels", f"channels must be between 1 and {max_channels}, got {value}"
+        )
+    return value
+
+
+def check_session_id(value) -> str | None:
+    """None, or 1-64 characters of A-Z a-z 0-9 . _ - not starting with '.'."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not SESSION_ID_RE.fullmatch(value):
+        raise ProtocolError(
+            "bad_start",
+            "session_id must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-' and must not "
+            f"start with '.', got {value!r}",
+        )
+    return value
+
+
+def check_context(value) -> str | None:
+    """None, or a string of at most MAX_CONTEXT_CHARS characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError("bad_start", f"context must be a string or null, got {type(value).__name__}")
+    if len(value) > MAX_CONTEXT_CHARS:
+        raise ProtocolError(
+            "bad_start", f"context must be at most {MAX_CONTEXT_CHARS} characters, got {len(value)}"
+        )
+    return value
+
+
+def check_metadata(value) -> dict:
+    """A JSON object (None -> {}) of at most MAX_METADATA_BYTES as compact UTF-8 JSON."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_start", f"metadata must be a JSON object, got {type(value).__name__}")
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    except (TypeError, ValueError) as exc:  # only reachable from Python callers
+        raise ProtocolError("bad_start", f"metadata must be JSON-serialisable: {exc}") from None
+    if size > MAX_METADATA_BYTES:
+        raise ProtocolError(
+            "bad_start", f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}"
+        )
+    return value
+
+
+def parse_start(fields: Mapping, max_channels: int = 2) -> StartMessage:
+    """Validate the fields of a `start` object (with or without its `type`)."""
+    unknown = sorted(set(fields) - set(START_FIELDS))
+    if unknown:
+        raise ProtocolError(
+            "bad_start",
+            f"unknown start field(s) {_allowed(unknown)}; allowed: {_allowed(START_FIELDS[1:])}",
+        )
+    for name in ("sample_rate", "encoding"):
+        if name not in fields:
+            raise ProtocolError("bad_start", f"start needs `{name}`")
+    return StartMessage(
+        sample_rate=check_sample_rate(fields["sample_rate"]),
+        encoding=check_encoding(fields["encoding"]),
+        channels=check_channels(fields.get("channels", 1), max_channels),
+        session_id=check_session_id(fields.get("session_id")),
+        context=check_context(fields.get("context")),
+        metadata=check_metadata(fields.get("metadata")),
+    )
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_object(text: str) -> dict:
+    """A text message as a JSON object (strict JSON: no NaN or Infinity), or `bad_json`."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"text messages must be JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_json", f"text messages must be JSON objects, got {type(value).__name__}")
+    return value
+
+
+CLIENT_TYPES = ("start", "stop")
+
+
+def parse_client_text(text: str, max_channels: int = 2) -> ClientMessage:
+    """One text message from a `/ws/stream` client: `start` or `stop`."""
+    message = loads_object(text)
+    kind = message.get("type")
+    if kind == "start":
+        return parse_start(message, max_channels)
+    if kind == "stop":
+        extra = sorted(set(message) - {"type"})
+        if extra:
+            raise ProtocolError("bad_message", f"stop takes no fields, got {_allowed(extra)}")
+        return StopMessage()
+    if kind in ("audio", "media", "data"):
+        raise ProtocolError(
+            "binary_expected", "send audio as binary WebSocket messages of raw samples, not in JSON"
+        )
+    raise ProtocolError(
+        "unknown_type", f"type must be one of {_allowed(CLIENT_TYPES)}, got {kind!r}"
+    )
+
+
+def decode_audio(data: bytes, encoding: str, channels: int) -> np.ndarray:
+    """One binary message -> mono samples of shape (n_frames,).
+
+    int16 for pcm_s16le and mulaw, float32 for pcm_f32le (nominally in [-1, 1]). Several
+    channels are interleaved frame by frame and averaged: int16 as the rounded mean (ties to
+    even) of the int32 sum, float32 in float32.
+    """
+    if encoding not in SAMPLE_BYTES:
+        raise ProtocolError(
+            "unsupported_encoding", f"encoding must be one of {_allowed(ENCODINGS)}, got {encoding!r}"
+        )
+    if not _is_int(channels) or channels < 1:
+        raise ProtocolError("unsupported_channels", f"channels must be at least 1, got {channels!r}")
+    frame = SAMPLE_BYTES[encoding] * channels
+    if len(data) % frame:
+        raise ProtocolError(
+            "odd_byte_count",
+            f"got {len(data)} bytes, not a multiple of the frame size {frame} "
+            f"({channels} channel(s) x {SAMPLE_BYTES[encoding]} byte(s) per {encoding} sample)",
+        )
+    if encoding == "pcm_s16le":
+        samples = np.frombuffer(data, dtype="<i2").astype(np.int16)
+    elif encoding == "pcm_f32le":
+        samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
+        if not np.all(np.isfinite(samples)):
+            raise ProtocolError("bad_audio", "pcm_f32le audio contains NaN or infinite samples")
+    else:
+        samples = mulaw.decode(data)
+    if channels == 1:
+        return samples
+    frames = samples.reshape(-1, channels)
+    if samples.dtype == np.int16:
+        total = frames.sum(axis=1, dtype=np.int32)
+        return np.rint(total / channels).astype(np.int16)
+    return (frames.sum(axis=1, dtype=np.float32) / np.float32(channels)).astype(np.float32)
+
+
+class State(enum.Enum):
+    """Where a `/ws/stream` connection is in its life."""
+
+    AWAITING_START = "awaiting_start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+class ClientStream:
+    """One `/ws/stream` connection's protocol state: enforces start -> audio* -> stop.
+
+    `receive_text` returns the parsed `StartMessage` / `StopMessage`; `receive_binary` returns
+    decoded mono samples in the start's encoding. Anything out of order, malformed or over
+    `max_message_bytes` raises `ProtocolError` and leaves the state as it was, so the server can
+    answer `error(...)` and go on (or close, where `close_code(exc.code)` says so).
+    """
+
+    def __init__(self, max_channels: int = 2, max_message_bytes: int | None = None):
+        self.max_channels = max_channels
+        self.max_message_bytes = max_message_bytes
+        self.state = State.AWAITING_START
+        self.start: StartMessage | None = None
+
+    def _check_size(self, n: int):
+        if self.max_message_bytes is not None and n > self.max_message_bytes:
+            raise ProtocolError(
+                "message_too_large",
+                f"messages must be at most {self.max_message_bytes} bytes, got {n}",
+            )
+
+    def _check_open(self):
+        if self.state is State.STOPPED:
+            raise ProtocolError("already_stopped", "no messages are accepted after stop")
+
+    def receive_text(self, text: str) -> ClientMessage:
+        """A text message: `start` (once, first) or `stop` (once, after start)."""
+        self._check_open()
+        self._check_size(len(text.encode("utf-8")))
+        message = parse_client_text(text, self.max_channels)
+        if isinstance(message, StartMessage):
+            if self.state is not State.AWAITING_START:
+                raise ProtocolError("already_started", "start may be sent only once per connection")
+            self.start, self.state = message, State.STREAMING
+        else:
+            if self.state is State.AWAITING_START:
+                raise ProtocolError("not_started", "stop before start: send start first")
+            self.state = State.STOPPED
+        return message
+
+    def receive_binary(self, data: bytes) -> np.ndarray:
+        """A binary message: audio in the start's encoding -> mono samples."""
+        self._check_open()
+        self._check_size(len(data))
+        if self.start is None:
+            raise ProtocolError(
+                "audio_before_start", "send a start message before the first binary audio message"
+            )
+        return decode_audio(data, self.start.encoding, self.start.channels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Server -> client: JSON-ready dicts, one builder per kind.
+
+SERVER_TYPES = ("ready", "error", "summary", "overload")  # plus the event types of docs/events.md
+
+
+def ready(session_id: str, parameters: dict) -> dict:
+    """The session is running: send audio now. `parameters` are the analyzer's settings."""
+    return {
+        "type": "ready",
+        "session_id": session_id,
+        "protocol": PROTOCOL_VERSION,
+        "parameters": parameters,
+    }
+
+
+def error(code: str, message: str) -> dict:
+    """A failure: the offending message was ignored (or, see `close_code`, the connection ends)."""
+    return {"type": "error", "code": code, "message": message}
+
+
+def summary(session_id: str, stats: dict) -> dict:
+    """Last message of a session, after its final events."""
+    return {"type": "summary", "session_id": session_id, "stats": stats}
+
+
+def overload(message: str, queue_depth: int, session_id: str | None = None) -> dict:
+    """A warning, not an error: analysis is behind; `queue_depth` jobs wait to be scored."""
+    body = {"type": "overload", "message": message, "queue_depth": int(queue_depth)}
+    if session_id is not None:
+        body["session_id"] = session_id
+    return body
+
+
+def event_message(session_id: str, event: Event) -> dict:
+    """An analyzer event (docs/events.md) tagged with its session."""
+    body = to_dict(event)
+    return {"type": body.pop("type"), "session_id": session_id, **body}
+
+
+__all__ = [
+    "CLIENT_TYPES", "CLOSING_ERRORS", "CLOSE_INTERNAL", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_TOO_BIG",
+    "CLOSE_TRY_AGAIN", "ClientMessage", "ClientStream", "ENCODINGS", "ERROR_CODES",
+    "MAX_CONTEXT_CHARS", "MAX_METADATA_BYTES", "PROTOCOL_VERSION", "ProtocolError",
+    "SAMPLE_BYTES", "SERVER_TYPES", "SESSION_ID_RE", "START_FIELDS", "StartMessage", "State",
+    "StopMessage", "check_channels", "check_context", "check_encoding", "check_metadata",
+    "check_sample_rate", "check_session_id", "close_code", "decode_audio", "error",
+    "event_message", "loads_object", "overload", "parse_client_text", "parse_start", "ready", "summary",
+]

@@ -1,0 +1,139 @@
+"""The batching scheduler: it owns the model and serves every live stream's chunks in batches.
+
+Sessions submit `ChunkJob`s; the scheduler collects them into one queue, forms a batch when it
+reaches `max_batch` jobs or the oldest job has waited `max_wait` seconds, runs one forward pass in
+a worker thread (torch releases the GIL) and resolves each job's future. The queue is bounded:
+`submit` raises `Overloaded` instead of letting memory and latency grow without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .chunks import ChunkJob
+from .errors import EmostreamError
+
+
+class Overloaded(EmostreamError):
+    """The model cannot keep up: the job queue is full."""
+
+    code = "overload"
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one forward pass did (for metrics)."""
+
+    size: int
+    audio_seconds: float
+    seconds: float
+
+
+class BatchScheduler:
+    """One queue, one model, many streams (see module docstring)."""
+
+    def __init__(
+        self,
+        scorer,
+        max_batch: int = 8,
+        max_wait: float = 0.01,
+        max_pending: int = 64,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ):
+        """Serve `scorer` with batches of up to `max_batch`, holding at most `max_pending` jobs."""
+        self.scorer = scorer
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.max_pending = max_pending
+        self._on_batch = on_batch
+        self._queue: list[tuple[ChunkJob, asyncio.Future]] = []
+        self._wakeup = asyncio.Event()
+        self._capacity_listeners: set[Callable[[], None]] = set()
+        self._task: asyncio.Task | None = None
+        self.batches = 0
+
+    @property
+    def depth(self) -> int:
+        """Jobs waiting for the model."""
+        return len(self._queue)
+
+    @property
+    def saturated(self) -> bool:
+        """True when no more jobs are accepted."""
+        return len(self._queue) >= self.max_pending
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="batch-scheduler")
+
+    async def stop(self) -> None:
+        """Stop the loop; pending jobs fail with Overloaded."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for _, future in self._queue:
+            if not future.done():
+                future.set_exception(Overloaded("server shutting down"))
+        self._queue.clear()
+
+    def submit(self, job: ChunkJob) -> asyncio.Future:
+        """Queue a job; its future resolves to the model's FrameOutput. Raises Overloaded when full."""
+        if self.saturated:
+            raise Overloaded(f"model queue full ({self.max_pending} chunks waiting)")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((job, future))
+        self._wakeup.set()
+        return future
+
+    def when_capacity(self, listener: Callable[[], None]) -> None:
+        """Call `listener` once after the next batch frees room in the queue."""
+        self._capacity_listeners.add(listener)
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            # Wait briefly for more streams' jobs unless the batch is already full.
+            deadline = time.monotonic() + self.max_wait
+            while len(self._queue) < self.max_batch and time.monotonic() < deadline:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            await self._run(batch)
+            listeners, self._capacity_listeners = self._capacity_listeners, set()
+            for listener in listeners:
+                listener()
+
+    async def _run(self, batch: list[tuple[ChunkJob, asyncio.Future]]) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = await asyncio.to_thread(self.scorer.score, [job.audio for job, _ in batch])
+        except Exception as exc:  # one bad batch fails its jobs, never the scheduler
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), output in zip(batch, outputs):
+            if not future.done():
+                future.set_result(output)
+        self.batches += 1
+        if self._on_batch:
+            self._on_batch(
+                BatchStats(
+                    size=len(batch),
+                    audio_seconds=sum(len(job.audio) for job, _ in batch) / 16000,
+                    seconds=time.perf_counter() - started,
+                )
+            )

@@ -1,0 +1,302 @@
+"""Twilio Media Streams (`/ws/twilio`), sans I/O: Twilio's JSON text messages in, events out.
+
+Twilio sends `connected`, one `start` (stream metadata and media format), `media` (base64 μ-law
+8 kHz mono, normally 20 ms each), `dtmf` and `mark` messages, and a final `stop`; all but
+`connected` carry `sequenceNumber` (a decimal string counting from 1) and `streamSid`.
+`TwilioStream.receive` validates each message and returns what it means for us: `Started`,
+`Audio` (decoded int16 samples of the analyzed track only), `Marked`, `Dtmf`, `Stopped`.
+Unknown `event` types are ignored so that events Twilio adds later do not end a call's
+analysis; malformed or out-of-order messages raise `ProtocolError`. Twilio cannot send headers
+or query strings, so the access token arrives as the `token` custom parameter of `start`
+(`Started.token`): the server checks it before analysing anything. docs/protocol.md, Telephony.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import mulaw
+from .protocol import (
+    MAX_CONTEXT_CHARS,
+    ProtocolError,
+    StartMessage,
+    check_context,
+    check_metadata,
+    loads_object,
+)
+
+TWILIO_ENCODING = "audio/x-mulaw"
+TWILIO_RATE = 8000
+TWILIO_CHANNELS = 1
+TRACKS = ("inbound", "outbound")  # inbound: the caller's audio as Twilio receives it
+TOKEN_PARAMETER = "token"  # the custom parameter that carries the access token
+
+
+@dataclass(frozen=True)
+class Started:
+    """Twilio's `start`: which call and stream this is. Audio follows at `sample_rate` Hz."""
+
+    stream_sid: str  # "MZ..." — unique per stream
+    call_sid: str  # "CA..."
+    account_sid: str  # "AC..."
+    tracks: tuple[str, ...]  # tracks Twilio will send: ("inbound",) or ("inbound", "outbound")
+    custom_parameters: dict = field(default_factory=dict)  # <Parameter> names -> values, less token
+    sample_rate: int = TWILIO_RATE
+    # The `token` <Parameter>, kept apart so it never reaches metadata, logs or reprs. Twilio
+    # drops query strings from <Stream url>, so this is how a Twilio stream authenticates.
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Audio:
+    """One `media` message of the analyzed track, decoded."""
+
+    samples: np.ndarray  # int16, shape (n,), mono at 8 kHz
+    track: str
+    chunk: int  # Twilio's chunk counter (1, 2, ...) for this track
+    timestamp_ms: int  # Twilio's presentation time: ms since the stream started
+
+
+@dataclass(frozen=True)
+class Marked:
+    """A `mark` came back: audio the server sent before it has played (bidirectional streams)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    """The caller pressed a key."""
+
+    digit: str
+    track: str  # Twilio says "inbound_track"
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """Twilio's `stop`: the stream ended (hang-up, <Stop>, or the stream was closed)."""
+
+
+TwilioEvent = Started | Audio | Marked | Dtmf | Stopped
+
+
+class TwilioState(enum.Enum):
+    """Where a Twilio stream is in its life."""
+
+    AWAITING_START = "awaiting_start"  # before `start` (a `connected` may come first)
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+def _field(obj: Mapping, name: str, kind: type, where: str):
+    """obj[name], required to be of `kind` (str, dict, list), else `bad_message`."""
+    value = obj.get(name)
+    if not isinstance(value, kind):
+        raise ProtocolError(
+            "bad_message", f"Twilio {where} needs `{name}` as a {kind.__name__}, got {value!r}"
+        )
+    return value
+
+
+def _counter(value, name: str, where: str) -> int:
+    """Twilio's counters are decimal strings ("12"); accept ints too."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise ProtocolError(
+        "bad_message", f"Twilio {where} `{name}` must be a non-negative integer, got {value!r}"
+    )
+
+
+class TwilioStream:
+    """One `/ws/twilio` connection: validates Twilio's message sequence and decodes its audio.
+
+    Only media of `track` (default "inbound", the caller) is returned as `Audio`; media of the
+    other track, when Twilio streams both, is checked and dropped. `started` holds the `start`.
+    """
+
+    def __init__(self, track: str = "inbound"):
+        if track not in TRACKS:
+            raise ValueError(f"track must be one of {', '.join(TRACKS)}, got {track!r}")
+        self.track = track
+        self.state = TwilioState.AWAITING_START
+        self.started: Started | None = None
+        self.last_sequence = 0  # highest sequenceNumber seen
+        self.ignored: Counter[str] = Counter()  # unknown event types received, for logs
+
+    def receive(self, text: str) -> list[TwilioEvent]:
+        """One text message from Twilio -> zero or one event (a list, to stay extensible)."""
+        message = loads_object(text)
+        if self.state is TwilioState.STOPPED:
+            raise ProtocolError(
+                "twilio_sequence", f"Twilio sent {message.get('event')!r} after stop"
+            )
+        kind = _field(message, "event", str, "message")
+        self._check_sequence(message, kind)
+        if kind == "connected":
+            if self.state is not TwilioState.AWAITING_START:
+                raise ProtocolError("twilio_sequence", "Twilio sent connected after start")
+            return []
+        if kind == "start":
+            return [self._start(message)]
+        if kind not in ("media", "dtmf", "mark", "stop"):
+            self.ignored[kind] += 1
+            return []
+        if self.state is TwilioState.AWAITING_START:
+            raise ProtocolError("twilio_sequence", f"Twilio sent {kind} before start")
+        sid = message.get("streamSid")
+        if sid is not None and sid != self.started.stream_sid:
+            raise ProtocolError(
+                "twilio_sequence",
+                f"Twilio {kind} is for stream {sid!r}, this connection streams "
+                f"{self.started.stream_sid!r}",
+            )
+        if kind == "media":
+            return self._media(message)
+        if kind == "dtmf":
+            body = _field(message, "dtmf", dict, "dtmf")
+            return [Dtmf(_field(body, "digit", str, "dtmf"), str(body.get("track", "inbound_track")))]
+        if kind == "mark":
+            body = _field(message, "mark", dict, "mark")
+            return [Marked(_field(body, "name", str, "mark"))]
+        self.state = TwilioState.STOPPED
+        return [Stopped()]
+
+    def _check_sequence(self, message: Mapping, kind: str):
+        """sequenceNumber, where present, must increase (gaps are allowed)."""
+        if "sequenceNumber" not in message:
+            return
+        n = _counter(message["sequenceNumber"], "sequenceNumber", kind)
+        if n <= self.last_sequence:
+            raise ProtocolError(
+                "twilio_sequence",
+                f"Twilio {kind} has sequenceNumber {n}, not after the previous {self.last_sequence}",
+            )
+        self.last_sequence = n
+
+    def _start(self, message: Mapping) -> Started:
+        if self.state is not TwilioState.AWAITING_START:
+            raise ProtocolError("twilio_sequence", "Twilio sent start twice")
+        body = _field(message, "start", dict, "start")
+        fmt = _field(body, "mediaFormat", dict, "start")
+        got = (fmt.get("encoding"), fmt.get("sampleRate"), fmt.get("channels", TWILIO_CHANNELS))
+        if got != (TWILIO_ENCODING, TWILIO_RATE, TWILIO_CHANNELS):
+            raise ProtocolError(
+                "twilio_format",
+                f"Twilio media must be {TWILIO_ENCODING} at {TWILIO_RATE} Hz, "
+                f"{TWILIO_CHANNELS} channel; got encoding {got[0]!r}, sampleRate {got[1]!r}, "
+                f"channels {got[2]!r}",
+            )
+        tracks = body.get("tracks", [self.track])
+        if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
+            raise ProtocolError(
+                "bad_message", f"Twilio start `tracks` must be a list of strings, got {tracks!r}"
+            )
+        if self.track not in tracks:
+            raise ProtocolError(
+                "twilio_format",
+                f"Twilio streams the track(s) {', '.join(tracks) or 'none'}; the {self.track} "
+                f"track is analyzed: stream it (<Stream track=\"{self.track}_track\"> or both_tracks)",
+            )
+        params = body.get("customParameters") or {}
+        if not isinstance(params, dict):
+            raise ProtocolError(
+                "bad_message", f"Twilio start `customParameters` must be an object, got {params!r}"
+            )
+        sid = _field(body, "streamSid", str, "start")
+        if not sid:
+            raise ProtocolError("bad_message", "Twilio start has an empty streamSid")
+        outer = message.get("streamSid")
+        if outer is not None and outer != sid:
+            raise ProtocolError("bad_message", f"Twilio start names two streams: {outer!r} and {sid!r}")
+        params = dict(params)
+        token = params.pop(TOKEN_PARAMETER, None)
+        self.started = Started(
+            stream_sid=sid,
+            call_sid=_field(body, "callSid", str, "start"),
+            account_sid=_field(body, "accountSid", str, "start"),
+            tracks=tuple(tracks),
+            custom_parameters=params,
+            sample_rate=TWILIO_RATE,
+            token=token if isinstance(token, str) else None,
+        )
+        self.state = TwilioState.STREAMING
+        return self.started
+
+    def _media(self, message: Mapping) -> list[TwilioEvent]:
+        body = _field(message, "media", dict, "media")
+        track = body.get("track", self.track)
+        payload = _field(body, "payload", str, "media")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError("bad_payload", f"Twilio media payload is not valid base64: {exc}") from None
+        chunk = _counter(body.get("chunk", 0), "chunk", "media")
+        timestamp = _counter(body.get("timestamp", 0), "timestamp", "media")
+        if track != self.track:
+            return []
+        return [Audio(mulaw.decode(data), track, chunk, timestamp)]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def session_id_for(started: Started) -> str:
+    """A session id for a Twilio stream: "twilio-<streamSid>", made safe for SESSION_ID_RE.
+
+    Twilio's stream SIDs ("MZ" + 32 hex digits) pass through unchanged; anything else has unsafe
+    characters replaced by '_' and, if that changed or cut it, a hash of the original appended
+    so that different SIDs stay different.
+    """
+    safe = _UNSAFE.sub("_", started.stream_sid)
+    name = f"twilio-{safe}"
+    if safe == started.stream_sid and len(name) <= 64:
+        return name
+    digest = hashlib.sha256(started.stream_sid.encode("utf-8")).hexdigest()[:12]
+    return f"twilio-{safe[:64 - len('twilio--') - len(digest)]}-{digest}"
+
+
+def start_message_for(started: Started) -> StartMessage:
+    """The native `start` a Twilio stream amounts to: μ-law-decoded int16 mono at 8 kHz.
+
+    The samples `Audio` carries are already decoded, so `encoding` records where they came
+    from. A custom parameter `context` becomes the session context (cut to 2000 characters);
+    the call's SIDs and the custom parameters (never the token) go into `metadata["twilio"]`.
+    """
+    params = started.custom_parameters
+    context = params.get("context")
+    context = check_context(context[:MAX_CONTEXT_CHARS] if isinstance(context, str) else None)
+    metadata = {
+        "twilio": {
+            "stream_sid": started.stream_sid,
+            "call_sid": started.call_sid,
+            "account_sid": started.account_sid,
+            "tracks": list(started.tracks),
+            "custom_parameters": params,
+        }
+    }
+    return StartMessage(
+        sample_rate=started.sample_rate,
+        encoding="mulaw",
+        channels=1,
+        session_id=session_id_for(started),
+        context=context,
+        metadata=check_metadata(metadata),
+    )
+
+
+__all__ = [
+    "Audio", "Dtmf", "Marked", "Started", "Stopped", "TOKEN_PARAMETER", "TRACKS", "TWILIO_CHANNELS",
+    "TWILIO_ENCODING", "TWILIO_RATE", "TwilioEvent", "TwilioState", "TwilioStream", "session_id_for",
+    "start_message_for",
+]

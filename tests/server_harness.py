@@ -1,0 +1,77 @@
+"""Run the real server as a subprocess on a loopback port, as users run it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    """A server subprocess and how to reach it."""
+
+    process: subprocess.Popen
+    port: int
+    token: str | None
+    recordings: Path
+    log: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_server(model_dir: Path, tmp: Path, *extra: str, token: str | None = "s3cret") -> RunningServer:
+    """Start `python server.py` and wait until /healthz answers."""
+    port = free_port()
+    recordings = tmp / "recordings"
+    log = tmp / f"server-{port}.log"
+    args = [sys.executable, str(ROOT / "server.py"), "--port", str(port), "--model-dir", str(model_dir),
+            "--device", "cpu", "--threads", "1", "--recordings", str(recordings), *extra]
+    if token:
+        args += ["--token", token]
+    env = dict(os.environ, EMOSTREAM_OFFLINE="1", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(args, cwd=tmp, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    server = RunningServer(process, port, token, recordings, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.http}/healthz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"server did not start:\n{log.read_text()}")
