@@ -337,3 +337,46 @@ def test_restarted_server_repairs_sessions_left_live(tiny_model_dir, tmp_path, p
         assert meta["status"] == "interrupted" and meta["duration_seconds"] == pytest.approx(20000 / 16000)
     finally:
         srv.stop()
+
+
+def test_limits_sessions_message_size_and_length(tiny_model_dir, tmp_path, pcm):
+    srv = start_server(tiny_model_dir, tmp_path, "--max-sessions", "1", "--max-message-bytes", "20000",
+                       "--max-session-seconds", "2", token=None)
+
+    async def run():
+        start = json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"})
+        results = {}
+        async with connect(f"{srv.ws}/ws/stream") as first:
+            await first.send(start)
+            await first.recv()
+            # A second stream while the only slot is taken: refused, try again later.
+            async with connect(f"{srv.ws}/ws/stream") as second:
+                with pytest.raises(ConnectionClosed):
+                    await second.recv()
+                results["second"] = second.close_code
+            # Audio past the session length: error, final summary, policy close.
+            got: list = []
+            reader = asyncio.create_task(_reader(first, got))
+            data = pcm[: 16000 * 3].tobytes()
+            for i in range(0, len(data), 3200):
+                await first.send(data[i : i + 3200])
+            await asyncio.wait_for(reader, 60)
+            results["long"] = (first.close_code, [m["type"] for m in got if m["type"] in ("error", "summary")],
+                               [m.get("code") for m in got if m["type"] == "error"])
+        async with connect(f"{srv.ws}/ws/stream", max_size=None) as big:
+            await big.send(start)
+            await big.recv()
+            await big.send(b"\x00" * 40000)  # over --max-message-bytes
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await big.recv()
+            results["big"] = big.close_code
+        return results
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        srv.stop()
+    assert results["second"] == 1013
+    assert results["long"] == (1008, ["error", "summary"], ["session_too_long"])
+    assert results["big"] == 1009
