@@ -45,6 +45,8 @@ class ServerSettings:
     max_backlog_seconds: float = 30.0  # a session's unscored audio before it is closed (1013)
     allow_public: bool = False  # bind a non-loopback address without a token (explicit override)
     analyzer: object = None  # stream.config.AnalyzerConfig template (sample_rate set per session)
+    mqtt: str | None = None  # mqtt://host:port: publish every event there (stream.mqtt)
+    mqtt_prefix: str = "emostream"
 
     def check(self) -> None:
         """Refuse unsafe or impossible settings with a message naming the option."""
@@ -77,7 +79,9 @@ class TokenGate:
     `Authorization: Bearer <token>`.
     """
 
-    open_paths = ("/healthz",)
+    # Data lives under these; the dashboard's static files and /healthz are open (the page asks
+    # for the token and sends it with every request).
+    protected = ("/api", "/ws", "/metrics")
     # Twilio cannot send headers or query strings: its token comes in the `start` message's
     # custom parameters, which the Twilio handler checks (see `token_ok`).
     deferred_paths = ("/ws/twilio",)
@@ -87,7 +91,8 @@ class TokenGate:
         self.token = token
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket") or not self.token or scope["path"] in self.open_paths:
+        path = scope.get("path", "")
+        if scope["type"] not in ("http", "websocket") or not self.token or not path.startswith(self.protected):
             return await self.app(scope, receive, send)
         if self._presented(scope):
             return await self.app(scope, receive, send)
@@ -140,6 +145,7 @@ class EmostreamServer:
         self.sessions: dict = {}
         self.monitor = MonitorHub()
         self.scheduler = None
+        self.mqtt = None
 
     async def startup(self) -> None:
         """Create the scheduler on the server's event loop."""
@@ -155,6 +161,11 @@ class EmostreamServer:
             on_batch=self.metrics.batch,
         )
         self.scheduler.start()
+        if self.settings.mqtt:
+            from stream.mqtt import MqttPublisher
+
+            self.mqtt = MqttPublisher(self.settings.mqtt, prefix=self.settings.mqtt_prefix)
+            await self.mqtt.start()
 
     def repair_interrupted(self) -> None:
         """Sessions still marked "live" died with an earlier server process: make them readable."""
@@ -171,6 +182,8 @@ class EmostreamServer:
             session.close("server_shutdown")
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if self.mqtt is not None:
+            await self.mqtt.stop()
 
     # -- sessions --
     def refusal(self) -> str | None:
@@ -209,14 +222,14 @@ class EmostreamServer:
                 message = event_message(spec.session_id, event)
                 if outbox is not None:
                     outbox.put(message)
-                self.monitor.broadcast(message)
+                self.broadcast(message)
 
         def on_overload(session, depth):
             metrics.overloads.inc()
             message = overload("the model cannot keep up; analysis is delayed", depth, spec.session_id)
             if outbox is not None:
                 outbox.put(message)
-            self.monitor.broadcast(message)
+            self.broadcast(message)
 
         hooks = SessionHooks(
             publish=publish, overload=on_overload, latency=metrics.window_latency.observe,
@@ -228,7 +241,7 @@ class EmostreamServer:
         self.sessions[spec.session_id] = session
         metrics.sessions_total.labels(spec.source).inc()
         metrics.sessions_active.set(len(self.sessions))
-        self.monitor.broadcast(
+        self.broadcast(
             {"type": "session_started", "session_id": spec.session_id, **info, "info": event_message(spec.session_id, session.info_event)}
         )
         return session
@@ -237,7 +250,13 @@ class EmostreamServer:
         """Unregister a session and tell the monitors."""
         self.sessions.pop(session.spec.session_id, None)
         self.metrics.sessions_active.set(len(self.sessions))
-        self.monitor.broadcast({"type": "session_ended", "session_id": session.spec.session_id, "summary": summary})
+        self.broadcast({"type": "session_ended", "session_id": session.spec.session_id, "summary": summary})
+
+    def broadcast(self, message: dict) -> None:
+        """Send a session-tagged message to every monitor and, when configured, to MQTT."""
+        self.monitor.broadcast(message)
+        if self.mqtt is not None:
+            self.mqtt.publish(message)
 
     def new_session_id(self, wanted: str | None) -> str:
         """The client's id if free, else a fresh one."""
@@ -253,7 +272,7 @@ class EmostreamServer:
 def create_app(settings: ServerSettings, scorer):
     """The ASGI application (Starlette) around one loaded scorer."""
     from starlette.applications import Starlette
-    from starlette.routing import Route, WebSocketRoute
+    from starlette.routing import Mount, Route, WebSocketRoute
 
     from stream import http_api, live_ws
 
@@ -273,11 +292,17 @@ def create_app(settings: ServerSettings, scorer):
         Route("/api/sessions", http_api.sessions),
         Route("/api/sessions/{session_id}", http_api.session),
         Route("/api/sessions/{session_id}/audio", http_api.session_audio),
+        Route("/api/sessions/{session_id}/events", http_api.session_events),
         Route("/api/predict", http_api.predict, methods=["POST"]),
         WebSocketRoute("/ws/stream", live_ws.native_stream),
         WebSocketRoute("/ws/twilio", live_ws.twilio_stream),
         WebSocketRoute("/ws/monitor", live_ws.monitor),
     ]
+    web = Path(__file__).resolve().parent / "web"
+    if web.is_dir():  # the dashboard (static files)
+        from starlette.staticfiles import StaticFiles
+
+        routes.append(Mount("/", StaticFiles(directory=web, html=True), name="web"))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.server = server
     return TokenGate(app, settings.token)
@@ -297,6 +322,8 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--token", default=env("EMOSTREAM_TOKEN"), help="access token (or EMOSTREAM_TOKEN)")
     g.add_argument("--recordings", type=Path, default=Path(env("EMOSTREAM_RECORDINGS", "recordings")))
     g.add_argument("--audio-root", type=Path, default=env("EMOSTREAM_AUDIO_ROOT"), help="folder /api/predict may read audio_path from")
+    g.add_argument("--mqtt", default=env("EMOSTREAM_MQTT"), help="publish events to mqtt://host:port")
+    g.add_argument("--mqtt-prefix", default=env("EMOSTREAM_MQTT_PREFIX", "emostream"), help="topic prefix")
     g.add_argument("--allow-public", action="store_true", default=env("EMOSTREAM_ALLOW_PUBLIC", "") == "1",
                    help="allow a non-loopback --host without a token")
     g = p.add_argument_group("limits")
@@ -326,6 +353,8 @@ def settings_from_args(args, analyzer) -> ServerSettings:
         max_backlog_seconds=args.max_backlog_seconds,
         allow_public=args.allow_public,
         analyzer=analyzer,
+        mqtt=args.mqtt or None,
+        mqtt_prefix=args.mqtt_prefix,
     )
 
 

@@ -478,7 +478,7 @@ def _div(x, d):
 def table(res: dict) -> str:
     mib = 2**20
     head = ["N", "real time", "windows", "p50 s", "p95 s", "max s", "p95 1st→3rd third s", "overload",
-            "summaries", "mean batch", "model busy", "server CPU", "peak RSS MiB", "MiB per stream (load / warm)",
+            "summaries", "mean batch", "model busy", "server CPU", "client CPU", "peak RSS MiB", "MiB per stream (load / warm)",
             "drain s", "send lag ms", "other load"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in res["runs"]:
@@ -495,6 +495,7 @@ def table(res: dict) -> str:
             _fmt(r["mean_batch"], ".2f"),
             f"{_fmt(r['model_busy'] and 100 * r['model_busy'], '.0f')} %",
             _fmt(r["server_cpu_cores"], ".2f"),
+            _fmt(r["client_cpu_cores"], ".2f"),
             _fmt(r["peak_rss"] and r["peak_rss"] / mib, ".0f"),
             f"{_fmt(_div(r['rss_per_stream'], mib), '.0f')} / "
             f"{_fmt(_div(r['rss_per_stream_vs_warm'], mib), '.0f')}",
@@ -575,7 +576,7 @@ def main(argv=None) -> int:
           f"before {args.warmup:g} s skipped; real time = no overload, all summaries, p95 <= {args.max_p95:g} s, "
           f"p95 growth (last third - first third) <= {args.max_growth:g} s")
     print("server defaults unless passed: --max-batch 8 --max-wait-ms 10 --max-pending 64; "
-          "model busy = forward-pass seconds / wall seconds; MiB per stream = (peak RSS during the run - idle RSS "
+          "model busy = forward-pass seconds / wall seconds; server/client/other CPU in cores; MiB per stream = (peak RSS during the run - idle RSS "
           "after model load, or after the warm-up stream) / N")
     for res in results:
         mib = 2**20

@@ -5,9 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=()
+packages=(libportaudio2)             # sounddevice's PortAudio, for `emostream listen`
 if [[ "${1:-}" == "--test" ]]; then
-    packages+=(espeak-ng ffmpeg)   # real speech for tests; an independent encoder for test files
+    packages+=(espeak-ng ffmpeg)     # real speech for tests; an independent encoder for test files
+    packages+=(mosquitto mosquitto-clients)  # a real MQTT broker (started by the tests) and subscriber
+    packages+=(pulseaudio)           # a real audio server for the microphone tests
+    packages+=(chromium)             # headless browser for the dashboard tests (never a download)
 fi
 
 missing=()

@@ -72,6 +72,19 @@ async def session_audio(request: Request) -> Response:
     return FileResponse(path, media_type="audio/wav", filename=f"{sid}.wav")
 
 
+async def session_events(request: Request) -> Response:
+    """A session's recorded events (events.jsonl, one JSON object per line)."""
+    server = request.app.state.server
+    try:
+        sid = validate_session_id(request.path_params["session_id"])
+    except ValueError:
+        return _error(404, "not_found", "no such session")
+    path = server.settings.recordings / sid / "events.jsonl"
+    if not path.is_file():
+        return _error(404, "not_found", "no such session")
+    return FileResponse(path, media_type="application/x-ndjson")
+
+
 def _flag(value) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
 

@@ -30,7 +30,6 @@ from .twilio import Audio, Dtmf, Marked, Started, Stopped, TwilioStream, session
 log = logging.getLogger("emostream.server")
 
 
-
 class _Connection:
     """The state of one socket's session, shared by the native and Twilio handlers."""
 
@@ -165,7 +164,7 @@ async def twilio_stream(ws: WebSocket) -> None:
                         if not conn.feed(event.samples, conn.session.spec.sample_rate):
                             raise ProtocolError("session_too_long", "the call reached --max-session-seconds")
                     elif isinstance(event, (Marked, Dtmf)):
-                        server.monitor.broadcast(
+                        server.broadcast(
                             {"type": "telephony", "session_id": conn.session.spec.session_id,
                              "event": "mark" if isinstance(event, Marked) else "dtmf", **event.__dict__}
                         )

@@ -95,6 +95,8 @@ def test_native_stream_end_to_end_and_recording(server, pcm, speech_silence_spee
     assert "call-1" in [s["session_id"] for s in listed]
     audio = httpx.get(f"{server.http}/api/sessions/call-1/audio", headers=server.headers)
     assert audio.status_code == 200 and audio.content == (folder / "audio.wav").read_bytes()
+    served = httpx.get(f"{server.http}/api/sessions/call-1/events", headers=server.headers)
+    assert [json.loads(l) for l in served.text.split("\n") if l] == recorded
 
 
 def test_replaying_a_recording_gives_the_live_events(server, pcm, tiny_model_dir, tmp_path):
@@ -224,7 +226,7 @@ def test_malformed_messages_get_errors_and_the_session_survives(server, pcm):
 
 def test_token_guards_every_endpoint_but_healthz(server):
     assert httpx.get(f"{server.http}/healthz").status_code == 200
-    for path in ("/metrics", "/api/sessions", "/api/sessions/x", "/api/sessions/x/audio"):
+    for path in ("/metrics", "/api/sessions", "/api/sessions/x", "/api/sessions/x/audio", "/api/sessions/x/events"):
         assert httpx.get(f"{server.http}{path}").status_code == 401, path
         assert httpx.get(f"{server.http}{path}", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.post(f"{server.http}/api/predict").status_code == 401
