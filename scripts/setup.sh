@@ -10,7 +10,7 @@ if [[ "${1:-}" == "--test" ]]; then
     packages+=(espeak-ng ffmpeg)     # real speech for tests; an independent encoder for test files
     packages+=(mosquitto mosquitto-clients)  # a real MQTT broker (started by the tests) and subscriber
     packages+=(pulseaudio)           # a real audio server for the microphone tests
-    packages+=(chromium)             # headless browser for the dashboard tests (never a download)
+    packages+=(chromium fonts-noto-color-emoji)  # headless browser for the dashboard tests (never a download)
 fi
 
 missing=()

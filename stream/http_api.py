@@ -37,6 +37,8 @@ async def metrics(request: Request) -> Response:
     """Prometheus exposition."""
     server = request.app.state.server
     server.metrics.queue_depth.set(server.scheduler.depth)
+    if server.mqtt is not None:
+        server.metrics.mqtt(server.mqtt.stats())
     return Response(server.metrics.render(), media_type=server.metrics.content_type)
 
 

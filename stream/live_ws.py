@@ -192,7 +192,7 @@ async def monitor(ws: WebSocket) -> None:
     await ws.accept()
     server = ws.app.state.server
     box = Outbox(ws)
-    box.put({"type": "sessions", "sessions": [s.summary("live") for s in server.sessions.values()]})
+    box.put({"type": "sessions", "sessions": [s.describe() for s in server.sessions.values()]})
     server.monitor.outboxes.add(box)
     try:
         while (await ws.receive())["type"] != "websocket.disconnect":

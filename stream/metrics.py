@@ -38,10 +38,22 @@ class ServerMetrics:
             "emostream_dropped_messages", "Client messages rejected (never audio silently lost)", ["code"], registry=r
         )
 
+        self.mqtt_published = Gauge("emostream_mqtt_published", "Messages delivered to MQTT", registry=r)
+        self.mqtt_dropped = Gauge("emostream_mqtt_dropped", "MQTT messages dropped (full buffer)", registry=r)
+        self.mqtt_queued = Gauge("emostream_mqtt_queued", "MQTT messages waiting for the broker", registry=r)
+        self.mqtt_connected = Gauge("emostream_mqtt_connected", "1 while connected to the broker", registry=r)
+
     def batch(self, stats: BatchStats) -> None:
         """Record one forward pass."""
         self.batch_size.observe(stats.size)
         self.batch_seconds.observe(stats.seconds)
+
+    def mqtt(self, stats: dict) -> None:
+        """Copy the MQTT publisher's counters."""
+        self.mqtt_published.set(stats["published"])
+        self.mqtt_dropped.set(stats["dropped"])
+        self.mqtt_queued.set(stats["queued"])
+        self.mqtt_connected.set(1 if stats["connected"] else 0)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

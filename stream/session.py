@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np
@@ -122,6 +123,18 @@ class LiveSession:
             self.recorder.close(summary, status=reason)
         self._closed = True
         return summary
+
+    def describe(self) -> dict:
+        """A live session as dashboards list it: who it is and how far it got."""
+        started = datetime.fromtimestamp(self.started, timezone.utc).isoformat()
+        return {
+            **self.summary("live"),
+            "source": self.spec.source,
+            "started_at": started,
+            "sample_rate": self.spec.sample_rate,
+            "context": self.spec.context,
+            "metadata": self.spec.metadata,
+        }
 
     def summary(self, reason: str = "complete") -> dict:
         """Counts and duration of the session so far."""

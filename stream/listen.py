@@ -1,0 +1,510 @@
+"""`emostream listen`: analyze the microphone live, in the terminal.
+
+The PortAudio callback only copies each 0.1 s block into an asyncio queue; the analysis (the
+same `StreamAnalyzer` as everywhere else, or a running server's `/ws/stream` with `--server`)
+happens in the event loop's executor, never in the audio thread. `sounddevice` is imported
+inside the functions that need it, so the CLI imports on machines without PortAudio.
+
+Output: a compact live view redrawn in place (rich when it is importable, plain ANSI escapes
+otherwise), or with `--plain` one JSON line per event on stdout (notices go to stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections import deque
+from typing import Callable
+
+import numpy as np
+
+from .config import INPUT_RATES
+from .errors import EmostreamError
+
+BLOCK_SECONDS = 0.1  # one PortAudio block
+STALL_SECONDS = 5.0  # no audio at all for this long: the input device is stuck
+NOT_A_DIAGNOSIS = "decision support, not a diagnosis"
+ALERT_TYPES = ("review", "dual_emotion")
+
+
+class ListenError(Exception):
+    """A problem the user must fix (device, PortAudio, server): one line, exit code 2."""
+
+
+# ---- options ---------------------------------------------------------------------------------
+def add_listen_options(p) -> None:
+    """The options of `emostream listen` (the model and analysis options are added by the CLI)."""
+    g = p.add_argument_group("listen")
+    g.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    g.add_argument("--input-device", default=None, metavar="NAME_OR_INDEX",
+                   help="input device: index or (part of) a name from --list-devices (default: the system default)")
+    g.add_argument("--sample-rate", type=int, choices=INPUT_RATES, default=16000,
+                   help="capture rate in Hz (default 16000; resampled to 16 kHz for the model)")
+    g.add_argument("--seconds", type=float, default=None, metavar="N",
+                   help="stop after N seconds of captured audio (default: until Ctrl-C)")
+    g.add_argument("--server", default=None, metavar="ws://HOST:PORT",
+                   help="send the audio to a running emostream server's /ws/stream instead of analyzing here")
+    g.add_argument("--token", default=None, help="access token of --server (Authorization: Bearer)")
+    g.add_argument("--jsonl", default=None, metavar="FILE", help="also write every event to FILE as JSON lines")
+    g.add_argument("--plain", action="store_true",
+                   help="one JSON line per event instead of the live view (for logs and scripts)")
+
+
+# ---- sounddevice -----------------------------------------------------------------------------
+def _sounddevice():
+    try:
+        import sounddevice
+    except OSError as exc:  # the Python package is there, the PortAudio library is not
+        raise ListenError(f"PortAudio is not available ({exc}); install it (Debian: libportaudio2)") from None
+    except ImportError:
+        raise ListenError("the sounddevice package is not installed (pip install sounddevice)") from None
+    return sounddevice
+
+
+def input_devices() -> list[dict]:
+    """PortAudio's input devices: index, name, channels, default rate, whether it is the default."""
+    sd = _sounddevice()
+    try:
+        devices = sd.query_devices()
+        default_in = sd.default.device[0]
+    except sd.PortAudioError as exc:
+        raise ListenError(f"cannot list audio devices: {exc}") from None
+    if default_in is None or default_in < 0:
+        try:
+            default_in = sd.query_devices(kind="input")["index"]
+        except (sd.PortAudioError, ValueError):
+            default_in = -1
+    return [
+        {"index": d["index"], "name": d["name"], "channels": d["max_input_channels"],
+         "default_samplerate": d["default_samplerate"], "default": d["index"] == default_in}
+        for d in devices if d["max_input_channels"] > 0
+    ]
+
+
+def list_devices(out=sys.stdout) -> None:
+    """Print the input devices, the default one marked with `*`."""
+    devices = input_devices()
+    if not devices:
+        print("no audio input devices found", file=out)
+        return
+    for d in devices:
+        mark = "*" if d["default"] else " "
+        print(f"{mark} {d['index']:3d}  {d['name']}  ({d['channels']} in, {d['default_samplerate']:.0f} Hz)", file=out)
+    print("* = default input", file=out)
+
+
+def resolve_device(spec: str | None):
+    """`--input-device` as PortAudio wants it (an index, a name, or None for the default); checked."""
+    sd = _sounddevice()
+    device = int(spec) if spec is not None and spec.strip().lstrip("-").isdigit() else spec
+    try:
+        info = sd.query_devices(device, kind="input")
+    except (ValueError, sd.PortAudioError) as exc:
+        what = "the default input device" if spec is None else f"input device {spec!r}"
+        raise ListenError(f"{what} is not available ({exc}); see --list-devices") from None
+    return device, info["name"]
+
+
+# ---- output ----------------------------------------------------------------------------------
+def _bar(x: float, width: int = 20) -> str:
+    """A score in [0, 1] as a bar of eighth blocks."""
+    eighths = max(0, min(width * 8, round(x * width * 8)))
+    full, part = divmod(eighths, 8)
+    return ("█" * full + (" ▏▎▍▌▋▊▉"[part] if part else "")).ljust(width)
+
+
+class LiveState:
+    """What the live view shows, updated message by message; `lines()` renders it."""
+
+    def __init__(self, source: str):
+        from models.labels import with_emoji
+
+        self.emoji = with_emoji
+        self.source = source
+        self.seconds = 0.0
+        self.notices: list[tuple[str, str]] = []  # (text, style) under the header
+        self.window: dict | None = None
+        self.in_speech = False
+        self.segments: deque[str] = deque(maxlen=5)
+        self.alerts: deque[tuple[str, str]] = deque(maxlen=6)
+        self.overflows = 0
+
+    def update(self, m: dict) -> None:
+        t = m.get("type")
+        if t == "info":
+            model = m.get("model_id", "?")
+            self.notices.append((f"model: {model}", "dim"))
+            if m.get("random_weights"):
+                self.notices.append(("⚠ " + (m.get("warning") or "RANDOM WEIGHTS: these scores are not emotion recognition"), "warn"))
+        elif t == "window":
+            self.window, self.in_speech = m, True
+        elif t == "segment":
+            self.in_speech = False
+            self.segments.append(
+                f"#{m['index']:<3d}{m['start']:7.2f}–{m['end']:7.2f} s  {self.emoji(m['emotion'])} {m['confidence']:.0%}"
+                f"  ({m['n_windows']} windows)"
+            )
+        elif t == "transition":
+            flagged = m.get("flagged")
+            text = f"{m['time']:7.2f} s  transition {self.emoji(m['from'])} → {self.emoji(m['to'])}"
+            self.alerts.append((text + ("  ⚑ FLAGGED" if flagged else ""), "alert" if flagged else "plain"))
+        elif t == "review":
+            self.alerts.append((f"{m['start']:7.2f} s  ⚑ REVIEW segment {m['segment']}: {m['leading']} vs "
+                                f"{m['runner_up']} (gap {m['gap']:.2f})", "alert"))
+        elif t == "dual_emotion":
+            a, b = m["emotions"][:2]
+            self.alerts.append((f"{m['start']:7.2f} s  ⚑ DUAL EMOTION segment {m['segment']}: {a} + {b} "
+                                f"(gap {m['gap']:.2f})", "alert"))
+        elif t == "ready":
+            self.notices.append((f"server session {m.get('session_id')}", "dim"))
+        elif t == "overload":
+            self.alerts.append(("server overloaded: " + str(m.get("message", "")), "warn"))
+        elif t == "error":
+            self.alerts.append((f"server error {m.get('code')}: {m.get('message')}", "warn"))
+        elif t == "summary":
+            self.notices.append((f"summary: {json.dumps(m.get('stats', {}))}", "dim"))
+
+    def lines(self) -> list[tuple[str, str]]:
+        out = [(f"emostream listen — {self.source} — {self.seconds:6.1f} s captured", "head")]
+        out += self.notices
+        if self.overflows:
+            out.append((f"input overflow ×{self.overflows}: audio was dropped (the machine is too slow)", "warn"))
+        w = self.window
+        if w is None:
+            out.append(("now: waiting for speech…", "plain"))
+        else:
+            state = "speaking" if self.in_speech else "silence"
+            out.append((f"now: {self.emoji(w['dominant'])} {w['dominant_score']:.0%} (smoothed)   "
+                        f"[{state}, last window {w['start']:.1f}–{w['end']:.1f} s]", "now"))
+            for label, score in w["scores"].items():
+                out.append((f"  {label:<10} {_bar(score)} {score:5.1%}", "plain"))
+        out.append(("segments:" if self.segments else "segments: none yet", "dim"))
+        out += [("  " + s, "plain") for s in self.segments]
+        if self.alerts:
+            out.append(("alerts:", "dim"))
+            out += [("  " + a, style) for a, style in self.alerts]
+        out.append((f"{NOT_A_DIAGNOSIS} — Ctrl-C to stop", "dim"))
+        return out
+
+
+_ANSI = {"head": "\033[1m", "warn": "\033[1;33m", "alert": "\033[1;31m", "now": "\033[1;36m", "dim": "\033[2m", "plain": ""}
+_RICH = {"head": "bold", "warn": "bold yellow", "alert": "bold red", "now": "bold cyan", "dim": "dim", "plain": ""}
+
+
+class LiveView:
+    """The in-place view: rich's Live when rich is importable, else ANSI cursor movement."""
+
+    def __init__(self, source: str, out=None):
+        self.out = out or sys.stdout
+        self.state = LiveState(source)
+        self._shown = 0
+        self._last = 0.0
+        self._live = None
+        try:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(file=self.out), auto_refresh=False, transient=False)
+            self._live.start()
+        except ImportError:
+            self._live = None
+
+    def show(self, message: dict) -> None:
+        self.state.update(message)
+        self.refresh(force=message.get("type") != "window")
+
+    def progress(self, seconds: float, overflows: int) -> None:
+        self.state.seconds, self.state.overflows = seconds, overflows
+        self.refresh()
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        lines = self.state.lines()
+        if self._live is not None:
+            from rich.text import Text
+
+            text = Text()
+            for i, (line, style) in enumerate(lines):
+                text.append(line + ("\n" if i < len(lines) - 1 else ""), style=_RICH[style] or None)
+            self._live.update(text, refresh=True)
+        elif self.out.isatty():
+            buf = f"\033[{self._shown}F" if self._shown else ""
+            buf += "".join(f"\033[2K{_ANSI[s]}{line}\033[0m\n" for line, s in lines)
+            self.out.write(buf)
+            self.out.flush()
+            self._shown = len(lines)
+
+    def notice(self, text: str) -> None:
+        self.state.notices.append((text, "dim"))
+        self.refresh(force=True)
+
+    def close(self) -> None:
+        self.refresh(force=True)
+        if self._live is not None:
+            self._live.stop()
+        elif not self.out.isatty():  # not a terminal: print the final view once
+            for line, _ in self.state.lines():
+                print(line, file=self.out)
+
+
+class PlainView:
+    """`--plain`: one JSON line per event on stdout; notices on stderr."""
+
+    def __init__(self, source: str, out=None, err=None):
+        self.out, self.err = out or sys.stdout, err or sys.stderr
+        self._overflows = 0
+
+    def show(self, message: dict) -> None:
+        print(json.dumps(message, ensure_ascii=False), file=self.out, flush=True)
+        if message.get("type") == "info" and message.get("random_weights"):
+            self.notice(message.get("warning") or "RANDOM WEIGHTS: these scores are not emotion recognition")
+
+    def progress(self, seconds: float, overflows: int) -> None:
+        if overflows > self._overflows:
+            self._overflows = overflows
+            self.notice(f"input overflow ×{overflows}: audio was dropped")
+
+    def notice(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class Output:
+    """The view plus the optional `--jsonl` file."""
+
+    def __init__(self, view, jsonl: str | None):
+        self.view = view
+        self._file = open(jsonl, "w", encoding="utf-8") if jsonl else None
+
+    def __call__(self, message: dict) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(message, ensure_ascii=False) + "\n")
+            self._file.flush()
+        self.view.show(message)
+
+    def close(self) -> None:
+        self.view.close()
+        if self._file is not None:
+            self._file.close()
+
+
+# ---- engines: where the audio goes -----------------------------------------------------------
+class LocalEngine:
+    """The in-process StreamAnalyzer; analysis runs in a worker thread, not in the event loop."""
+
+    def __init__(self, analyzer, emit: Callable[[dict], None]):
+        from .events import to_dict
+
+        self._to_dict = to_dict
+        self.analyzer = analyzer
+        self.emit = emit
+
+    async def start(self) -> None:
+        pass  # the analyzer's `info` event comes with the first feed
+
+    async def feed(self, block: np.ndarray) -> None:
+        events = await asyncio.get_running_loop().run_in_executor(None, self.analyzer.feed, block)
+        for event in events:
+            self.emit(self._to_dict(event))
+
+    async def finish(self) -> None:
+        events = await asyncio.get_running_loop().run_in_executor(None, self.analyzer.flush)
+        for event in events:
+            self.emit(self._to_dict(event))
+
+
+def server_url(url: str) -> str:
+    """ws://host:port -> ws://host:port/ws/stream (a URL with a path is kept as given)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ListenError(f"--server must be a ws:// or wss:// URL, got {url!r}")
+    if parts.path in ("", "/"):
+        parts = parts._replace(path="/ws/stream")
+    return urlunsplit(parts)
+
+
+class ServerEngine:
+    """A `/ws/stream` client: start, binary int16 blocks, stop; the server's messages are emitted."""
+
+    def __init__(self, url: str, token: str | None, sample_rate: int, emit: Callable[[dict], None]):
+        self.url = server_url(url)
+        self.token = token
+        self.rate = sample_rate
+        self.emit = emit
+        self.ws = None
+        self._reader: asyncio.Task | None = None
+        self.closed_early = False
+
+    async def start(self) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        try:
+            self.ws = await asyncio.wait_for(
+                connect(self.url, additional_headers=headers, max_size=None, open_timeout=10), 15)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            hint = " (wrong or missing --token?)" if status in (401, 403) else ""
+            raise ListenError(f"the server refused the connection: HTTP {status}{hint}") from None
+        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+            raise ListenError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
+        await self.ws.send(json.dumps({"type": "start", "sample_rate": self.rate, "encoding": "pcm_s16le",
+                                       "metadata": {"source": "emostream listen"}}))
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for text in self.ws:
+                if isinstance(text, str):
+                    self.emit(json.loads(text))
+        except ConnectionClosed:
+            pass
+        self.closed_early = True
+
+    async def feed(self, block: np.ndarray) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        if self._reader.done():
+            raise ListenError(f"the server closed the connection ({self._close_reason()})")
+        try:
+            await self.ws.send(block.astype("<i2", copy=False).tobytes())
+        except ConnectionClosed:
+            raise ListenError(f"the server closed the connection ({self._close_reason()})") from None
+
+    def _close_reason(self) -> str:
+        rcvd = self.ws.close_rcvd if self.ws is not None else None
+        return f"{rcvd.code} {rcvd.reason}".strip() if rcvd else "no close frame"
+
+    async def finish(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        if self.ws is None:
+            return
+        try:
+            await self.ws.send(json.dumps({"type": "stop"}))
+            await asyncio.wait_for(asyncio.shield(self._reader), 60)  # final events, summary, close 1000
+        except ConnectionClosed:
+            pass
+        except asyncio.TimeoutError:
+            raise ListenError("the server sent no summary within 60 s of stop") from None
+        finally:
+            await self.ws.close()
+
+
+# ---- capture loop ----------------------------------------------------------------------------
+async def capture(args, device, engine, view, name: str | None = None) -> None:
+    """Record until --seconds, Ctrl-C (SIGINT) or SIGTERM; feed every block to the engine; finish."""
+    sd = _sounddevice()
+    loop = asyncio.get_running_loop()
+    blocks: asyncio.Queue = asyncio.Queue()
+    stop = asyncio.Event()
+    overflows = [0]
+
+    def callback(indata, frames, time_info, status):  # PortAudio's thread: copy and hand over only
+        if status.input_overflow:
+            overflows[0] += 1
+        loop.call_soon_threadsafe(blocks.put_nowait, indata[:, 0].copy())
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+            pass
+    rate = args.sample_rate
+    limit = None if args.seconds is None else round(args.seconds * rate)
+    captured = 0
+    await engine.start()
+    try:
+        try:
+            stream = sd.InputStream(samplerate=rate, blocksize=round(rate * BLOCK_SECONDS), device=device,
+                                    channels=1, dtype="int16", callback=callback)
+        except (sd.PortAudioError, ValueError) as exc:
+            raise ListenError(f"cannot open the input device at {rate} Hz: {exc}") from None
+        with stream:
+            view.notice(f"listening on {name or stream_name(device)} at {rate} Hz")
+            last_audio = time.monotonic()
+            while not stop.is_set() and (limit is None or captured < limit):
+                try:
+                    block = await asyncio.wait_for(blocks.get(), 0.25)
+                except asyncio.TimeoutError:
+                    if time.monotonic() - last_audio > STALL_SECONDS:
+                        raise ListenError(f"no audio from the input device for {STALL_SECONDS:.0f} s") from None
+                    continue
+                last_audio = time.monotonic()
+                block = block if limit is None else block[: limit - captured]
+                captured += len(block)
+                await engine.feed(block)
+                view.progress(captured / rate, overflows[0])
+        # The stream is stopped: analyze what was captured but not fed yet, then flush.
+        while not blocks.empty() and (limit is None or captured < limit):
+            block = blocks.get_nowait()
+            block = block if limit is None else block[: limit - captured]
+            captured += len(block)
+            await engine.feed(block)
+        view.progress(captured / rate, overflows[0])
+        await engine.finish()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def stream_name(device) -> str:
+    return "the default input" if device is None else str(device)
+
+
+# ---- entry point -----------------------------------------------------------------------------
+def run(args) -> int:
+    """`emostream listen`: 0 on success, 2 on a device, PortAudio, server or model error."""
+    try:
+        if args.list_devices:
+            list_devices()
+            return 0
+        if args.seconds is not None and args.seconds <= 0:
+            raise ListenError("--seconds must be positive")
+        device, name = resolve_device(args.input_device)
+        source = f"{name} @ {args.sample_rate} Hz" + (f" → {server_url(args.server)}" if args.server else "")
+        view = PlainView(source) if args.plain else None
+        if args.server:
+            engine_factory = lambda emit: ServerEngine(args.server, args.token, args.sample_rate, emit)  # noqa: E731
+        else:
+            import dataclasses
+
+            from .analyzer import StreamAnalyzer
+            from .cli import analyzer_config, load_scorer_from_args
+
+            config = dataclasses.replace(analyzer_config(args), sample_rate=args.sample_rate)
+            scorer = load_scorer_from_args(args)
+            engine_factory = lambda emit: LocalEngine(StreamAnalyzer(scorer, config), emit)  # noqa: E731
+        view = view or LiveView(source)
+        out = Output(view, args.jsonl)
+        try:
+            if args.plain:  # the live view shows it in its footer
+                view.notice(NOT_A_DIAGNOSIS)
+            asyncio.run(capture(args, device, engine_factory(out), view, name))
+        finally:
+            out.close()
+        return 0
+    except (ListenError, EmostreamError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before capture started (e.g. while the model loads)
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["add_listen_options", "input_devices", "list_devices", "run"]
