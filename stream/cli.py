@@ -158,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(p)
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("listen", help="analyze the microphone live in the terminal")
+    from .listen import add_listen_options, run as run_listen
+
+    add_listen_options(p)
+    _add_model_options(p)
+    _add_analysis_options(p)
+    p.set_defaults(func=run_listen)
+
     p = sub.add_parser("repair", help="repair recordings after a crash (WAV header, torn JSONL line)")
     p.add_argument("sessions", nargs="+", type=Path, help="recordings/<session_id> folders")
     p.set_defaults(func=cmd_repair)

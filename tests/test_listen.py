@@ -178,7 +178,6 @@ def check_segments(messages, rec):
     """Two segments whose durations and spacing match the spoken spans (capture adds a latency)."""
     segments = of_type(messages, "segment")
     assert len(segments) == 2, segments
-    (a0, a1), (b0, b1) = rec.spans
     shifts = [seg["start"] - t0 for seg, (t0, _) in zip(segments, rec.spans)]
     end_shifts = [seg["end"] - t1 for seg, (_, t1) in zip(segments, rec.spans)]
     # The same capture latency for both utterances: the gap between them is preserved.
