@@ -157,10 +157,10 @@ def listen(env, mic, *args, speech: np.ndarray | None = None, interrupt_after: f
                 time.sleep(len(speech) / RATE + interrupt_after)
                 proc.send_signal(signal.SIGINT)
         proc.wait(timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
         proc.kill()
         proc.wait()
-        raise AssertionError("listen did not finish:\n" + "".join(err_lines))
+        raise AssertionError("listen did not finish:\n" + "".join(err_lines)) from exc
     for r in readers:
         r.join(5)
     assert mic is None or mic.error is None, mic.error
