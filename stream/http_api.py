@@ -61,30 +61,27 @@ async def session(request: Request) -> JSONResponse:
         return _error(404, "not_found", "no such session")
 
 
-async def session_audio(request: Request) -> Response:
-    """The received audio of a session, as WAV."""
+def _session_file(request: Request, name: str, media_type: str, download: str | None = None) -> Response:
+    """Serve one file of a recorded session, or 404."""
     server = request.app.state.server
     try:
         sid = validate_session_id(request.path_params["session_id"])
     except ValueError:
         return _error(404, "not_found", "no such session")
-    path = server.settings.recordings / sid / "audio.wav"
+    path = server.settings.recordings / sid / name
     if not path.is_file():
         return _error(404, "not_found", "no such session")
-    return FileResponse(path, media_type="audio/wav", filename=f"{sid}.wav")
+    return FileResponse(path, media_type=media_type, filename=download and f"{sid}{download}")
+
+
+async def session_audio(request: Request) -> Response:
+    """The received audio of a session, as WAV."""
+    return _session_file(request, "audio.wav", "audio/wav", ".wav")
 
 
 async def session_events(request: Request) -> Response:
     """A session's recorded events (events.jsonl, one JSON object per line)."""
-    server = request.app.state.server
-    try:
-        sid = validate_session_id(request.path_params["session_id"])
-    except ValueError:
-        return _error(404, "not_found", "no such session")
-    path = server.settings.recordings / sid / "events.jsonl"
-    if not path.is_file():
-        return _error(404, "not_found", "no such session")
-    return FileResponse(path, media_type="application/x-ndjson")
+    return _session_file(request, "events.jsonl", "application/x-ndjson")
 
 
 def _flag(value) -> bool:

@@ -72,13 +72,21 @@ class _Connection:
             self.outbox.put(error(code, str(exc)))
 
 
-async def native_stream(ws: WebSocket) -> None:
-    """`/ws/stream`: start → ready → binary audio → stop → final events → summary → close."""
+async def _accept(ws: WebSocket):
+    """Accept a stream connection, or close it with 1013 when the server cannot take one now."""
     await ws.accept()
     server = ws.app.state.server
     refusal = server.refusal()
     if refusal:
         await ws.close(code=CLOSE_TRY_AGAIN, reason=refusal)
+        return None
+    return server
+
+
+async def native_stream(ws: WebSocket) -> None:
+    """`/ws/stream`: start → ready → binary audio → stop → final events → summary → close."""
+    server = await _accept(ws)
+    if server is None:
         return
     conn = _Connection(ws, Outbox(ws))
     protocol = ClientStream(max_message_bytes=server.settings.max_message_bytes)
@@ -135,11 +143,8 @@ async def twilio_stream(ws: WebSocket) -> None:
     """
     from server import token_ok
 
-    await ws.accept()
-    server = ws.app.state.server
-    refusal = server.refusal()
-    if refusal:
-        await ws.close(code=CLOSE_TRY_AGAIN, reason=refusal)
+    server = await _accept(ws)
+    if server is None:
         return
     conn = _Connection(ws, None)
     stream = TwilioStream()
