@@ -12,7 +12,10 @@ audio message holding the window's last sample (both on the client's monotonic c
 "real time" when no `overload` arrived, every client got its `summary`, the p95 latency (after
 `--warmup` seconds of stream time) is at most `--max-p95` and it does not grow over the run (p95
 of the last third minus p95 of the first third at most `--max-growth`). The sweep stops at the
-first N that is not real time, or at `--max-n`.
+first N that is not real time, or at `--max-n`. A failing N is retried (`--retries`, default 1;
+real time if one attempt passes, all reported). Before each run the benchmark waits for other
+processes to leave the CPU (`--max-foreign`, `--idle-wait`); a failure while they took more than
+`--max-foreign` cores is repeated without counting.
 
 The server runs a full-size emotion2vec+ architecture with RANDOM weights (no weights can be
 downloaded here): the compute is identical to the real checkpoints, the scores mean nothing.
@@ -153,8 +156,10 @@ class Server:
         return out
 
     def stop(self) -> None:
+        """Graceful shutdown (SIGTERM: uvicorn stops like on Ctrl-C; SIGINT may be ignored in
+        background jobs), killed after 20 s."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -502,7 +507,7 @@ def bench_arch(arch: str, args, audio: np.ndarray, cache_dir: Path) -> dict:
                 break
     finally:
         server.stop()
-        if server.proc.returncode not in (0, -signal.SIGINT, None):
+        if server.proc.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None):
             log(f"{arch}: server exit code {server.proc.returncode}; log tail:\n{server.log_tail()}")
         shutil.rmtree(workdir, ignore_errors=True)
     # largest N such that it and every smaller N tried were real time (in one of their attempts)
@@ -594,6 +599,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("EMOSTREAM_BENCH_CACHE", "~/.cache/emostream-bench")))
     ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write all figures as JSON")
     args = ap.parse_args(argv)
+    # `kill PID` ends the run like Ctrl-C: the finally blocks stop the server subprocess
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     from bench.speech import benchmark_audio
     from stream.config import AnalyzerConfig
