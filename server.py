@@ -47,6 +47,8 @@ class ServerSettings:
     analyzer: object = None  # stream.config.AnalyzerConfig template (sample_rate set per session)
     mqtt: str | None = None  # mqtt://host:port: publish every event there (stream.mqtt)
     mqtt_prefix: str = "emostream"
+    profiles: Path | None = None  # domain-profile library YAML (default: the shipped, neutral one)
+    centroids: Path | None = None  # fear/disgust centres from `emostream calibrate` (enables fusion)
 
     def check(self) -> None:
         """Refuse unsafe or impossible settings with a message naming the option."""
@@ -135,12 +137,14 @@ class EmostreamServer:
 
     def __init__(self, settings: ServerSettings, scorer):
         from stream.config import AnalyzerConfig
+        from stream.fear_disgust import DecisionData
         from stream.metrics import ServerMetrics
         from stream.outbox import MonitorHub
 
         self.settings = settings
         self.scorer = scorer
         self.template = settings.analyzer or AnalyzerConfig()
+        self.data = DecisionData.load(scorer, settings.profiles, settings.centroids)
         self.metrics = ServerMetrics()
         self.sessions: dict = {}
         self.monitor = MonitorHub()
@@ -203,11 +207,13 @@ class EmostreamServer:
         from stream.session import LiveSession, SessionHooks
 
         config = replace(self.template, sample_rate=spec.sample_rate)
+        profile = self.data.profile_for(spec.context)
         info = {
             "source": spec.source,
             "encoding": spec.encoding,
             "channels": spec.channels,
             "context": spec.context,
+            "profile": profile.name,
             "metadata": spec.metadata,
             "model_id": self.scorer.model_id,
             "random_weights": self.scorer.random_weights,
@@ -236,7 +242,8 @@ class EmostreamServer:
             failed=lambda s, exc: log.warning("session %s failed: %s", spec.session_id, exc),
         )
         session = LiveSession(
-            spec, config, self.scorer, self.scheduler, recorder, hooks, self.settings.max_backlog_seconds
+            spec, config, self.scorer, self.scheduler, recorder, hooks, self.settings.max_backlog_seconds,
+            profile=profile, centroids=self.data.centroids,
         )
         self.sessions[spec.session_id] = session
         metrics.sessions_total.labels(spec.source).inc()
@@ -355,6 +362,8 @@ def settings_from_args(args, analyzer) -> ServerSettings:
         analyzer=analyzer,
         mqtt=args.mqtt or None,
         mqtt_prefix=args.mqtt_prefix,
+        profiles=args.profiles,
+        centroids=args.centroids,
     )
 
 

@@ -19,12 +19,17 @@ from models.random_weights import WARNING
 from vad import SpeechEnd, SpeechSegmenter, SpeechStart
 
 from .buffer import AudioBuffer
-from .chunks import ChunkJob, chunks_ready, full_chunk, last_chunk
+from .calibration import Centroids
+from .chunks import LOOKAHEAD, ChunkJob, chunks_ready, full_chunk, last_chunk
 from .config import AnalyzerConfig
 from .decisions import dual_emotion, review_flag
 from .events import Event, Info, Segment, Transition, Window
+from .fear_disgust import EvidenceJob, Focus, FocusJob, decide, plan_focus, wants_cues
 from .input_audio import InputResampler
+from .profiles import Profile, default_profile
 from .smoother import Smoother
+
+Job = ChunkJob | FocusJob | EvidenceJob
 
 
 class _OpenSegment:
@@ -37,8 +42,14 @@ class _OpenSegment:
         self.next_chunk = 0
         self.jobs_out = 0  # jobs planned but not completed
         self.logits: list[np.ndarray | None] = []  # per planned chunk, in order
+        self.feature_sum: np.ndarray | None = None  # sum of owned frame features (the embedding's numerator)
         self.windows_done = 0
         self.peaks: np.ndarray | None = None
+        # The decision layer's checks, started once all frames are scored.
+        self.scores: dict[str, float] | None = None
+        self.checks_out = 0
+        self.evidence = None
+        self.focus: Focus | None = None
 
     @property
     def done(self) -> bool:
@@ -48,16 +59,31 @@ class _OpenSegment:
 class StreamCore:
     """Sans-I/O analyzer of one audio stream (see module docstring)."""
 
-    def __init__(self, config: AnalyzerConfig, labels: Sequence[str], model_id: str, random_weights: bool):
-        """Start a stream; the first event is an `info` describing model and parameters."""
+    def __init__(
+        self,
+        config: AnalyzerConfig,
+        labels: Sequence[str],
+        model_id: str,
+        random_weights: bool,
+        profile: Profile | None = None,
+        centroids: Centroids | None = None,
+    ):
+        """Start a stream; the first event is an `info` describing model and parameters.
+
+        `profile` (default: the shipped library's default) adds its logit bias to every frame;
+        `centroids`, when given, let the decision layer fuse close fear/disgust calls.
+        """
         self.config = config
         self.labels = tuple(labels)
+        self.profile = profile or default_profile()
+        self.centroids = centroids
+        self._bias = self.profile.bias_vector(self.labels).astype(np.float32)
         self._resampler = InputResampler(config.sample_rate)
         self._vad = SpeechSegmenter(config.vad, SAMPLE_RATE)
         self._audio = AudioBuffer()
         self._smoother = Smoother(config.smoother, config.hop_seconds)
         self._segments: deque[_OpenSegment] = deque()
-        self._jobs: list[ChunkJob] = []
+        self._jobs: list[Job] = []
         self._events: list[Event] = [
             Info(
                 model_id=model_id,
@@ -65,6 +91,8 @@ class StreamCore:
                 labels=self.labels,
                 parameters=config.describe(),
                 warning=WARNING if random_weights else None,
+                profile=self.profile.describe(),
+                centroids=centroids.describe() if centroids is not None else None,
             )
         ]
         self._n_segments = 0
@@ -150,28 +178,42 @@ class StreamCore:
         seg.jobs_out += 1
 
     def _trim(self) -> None:
-        """Drop audio no future chunk can need (keep the open segment and a pre-roll margin)."""
+        """Drop audio no job can need: keep every segment not yet concluded and a pre-roll margin."""
         keep = self._audio.end - self._pad
-        if self._segments and self._segments[-1].end is None:
-            seg = self._segments[-1]
-            keep = min(keep, seg.start + seg.next_chunk * self.config.chunk_samples - self.config.context_samples)
+        if self._segments:  # the decision layer measures each segment's whole audio when it closes
+            keep = min(keep, self._segments[0].start)
         self._audio.discard_before(keep)
 
     # ---- model side -------------------------------------------------------------------------
-    def pending_jobs(self) -> list[ChunkJob]:
-        """Hand out the chunks waiting to be scored (returned once, then cleared)."""
+    def pending_jobs(self) -> list[Job]:
+        """Hand out the work waiting to be done (returned once, then cleared).
+
+        `ChunkJob` and `FocusJob` go to the model (give back its `FrameOutput`); an `EvidenceJob`
+        needs no model: give back `job.run()` (CPU-heavy, so live servers run it in a thread).
+        """
         jobs, self._jobs = self._jobs, []
         return jobs
 
-    def complete(self, job: ChunkJob, output: FrameOutput) -> None:
-        """Give back a job's model output; events that became final are queued."""
+    def complete(self, job: Job, output) -> None:
+        """Give back a job's result; events that became final are queued."""
         seg = next(s for s in self._segments if s.index == job.segment)
-        owned = output.logits[job.skip_frames : job.skip_frames + job.n_owned]
-        if len(owned) != job.n_owned:
-            raise ValueError(f"job needs {job.n_owned} frames, model returned {len(owned)}")
-        chunk = job.first_frame // (self.config.chunk_samples // FRAME_STRIDE)
-        seg.logits[chunk] = owned
-        seg.jobs_out -= 1
+        if isinstance(job, EvidenceJob):
+            seg.evidence = output
+            seg.checks_out -= 1
+        elif isinstance(job, FocusJob):
+            scores = softmax((output.logits + self._bias).mean(axis=0))
+            seg.focus = Focus(job.start, job.end, self._named(scores))
+            seg.checks_out -= 1
+        else:
+            rows = slice(job.skip_frames, job.skip_frames + job.n_owned)
+            owned = output.logits[rows]
+            if len(owned) != job.n_owned:
+                raise ValueError(f"job needs {job.n_owned} frames, model returned {len(owned)}")
+            chunk = job.first_frame // (self.config.chunk_samples // FRAME_STRIDE)
+            seg.logits[chunk] = owned + self._bias
+            features = output.features[rows].sum(axis=0, dtype=np.float64)
+            seg.feature_sum = features if seg.feature_sum is None else seg.feature_sum + features
+            seg.jobs_out -= 1
         self._advance()
 
     def take_events(self) -> list[Event]:
@@ -188,7 +230,12 @@ class StreamCore:
             self._emit_windows(seg, frames)
             if not seg.done:
                 return
-            self._close(seg, frames)
+            if len(frames) and seg.scores is None:
+                self._start_checks(seg, frames)
+            if seg.checks_out:
+                return  # evidence or focus crop still out
+            if len(frames):  # a segment too short for a single frame was never scored
+                self._close(seg, frames)
             self._segments.popleft()
 
     @staticmethod
@@ -250,29 +297,48 @@ class StreamCore:
             flagged={a, b} == set(self.config.decisions.flagged_pair),
         )
 
+    def _start_checks(self, seg: _OpenSegment, frames: np.ndarray) -> None:
+        """All frames are in: measure the segment's audio and, if ambiguous, re-score its focus crop."""
+        decisions = self.config.decisions
+        seg.scores = self._named(softmax(frames.mean(axis=0)))
+        dual = dual_emotion(decisions, seg.index, 0.0, 0.0, self._named(seg.peaks)) is not None
+        audio = self._audio.slice(seg.start, seg.end)
+        cues = wants_cues(decisions, seg.scores, dual)
+        self._check(seg, EvidenceJob(self, seg.index, audio, self.config.sample_rate, decisions, cues))
+        crop = plan_focus(decisions, seg.scores, frames, self.labels)
+        if crop is not None:
+            a, b = crop
+            start, end = (seg.start + a) / SAMPLE_RATE, (seg.start + b - LOOKAHEAD) / SAMPLE_RATE
+            self._check(seg, FocusJob(self, seg.index, start, end, audio[a:b]))
+
+    def _check(self, seg: _OpenSegment, job: Job) -> None:
+        self._jobs.append(job)
+        seg.checks_out += 1
+
     def _close(self, seg: _OpenSegment, frames: np.ndarray) -> None:
         start, end = seg.start / SAMPLE_RATE, seg.end / SAMPLE_RATE
-        if len(frames) == 0:
-            return  # too short for a single frame: nothing was scored
-        scores = self._named(softmax(frames.mean(axis=0)))
-        peaks = self._named(seg.peaks)
-        emotion = max(scores, key=scores.get)
+        scores, peaks = seg.scores, self._named(seg.peaks)
+        embedding = seg.feature_sum / len(frames) if seg.feature_sum is not None else None
+        decision = decide(
+            self.config.decisions, scores, seg.evidence, self.profile, embedding, self.centroids, seg.focus
+        )
         self._events.append(
             Segment(
                 index=seg.index,
                 start=start,
                 end=end,
-                emotion=emotion,
-                confidence=scores[emotion],
+                emotion=decision.emotion,
+                confidence=max(scores.values()),
                 scores=scores,
                 peaks=peaks,
                 n_windows=seg.windows_done,
+                decision=decision.to_dict(),
             )
         )
         decisions = self.config.decisions
         for event in (
-            review_flag(decisions, seg.index, start, end, scores),
-            dual_emotion(decisions, seg.index, start, end, peaks),
+            review_flag(decisions, seg.index, start, end, scores, decision.review_evidence()),
+            dual_emotion(decisions, seg.index, start, end, peaks, decision.evidence),
         ):
             if event is not None:
                 self._events.append(event)
@@ -284,7 +350,14 @@ class StreamCore:
 class StreamAnalyzer:
     """A stream core that scores its own chunks with `scorer`: the simple synchronous analyzer."""
 
-    def __init__(self, scorer, config: AnalyzerConfig | None = None, max_batch: int = 1):
+    def __init__(
+        self,
+        scorer,
+        config: AnalyzerConfig | None = None,
+        max_batch: int = 1,
+        profile: Profile | None = None,
+        centroids: Centroids | None = None,
+    ):
         """Analyze one stream with `scorer` (an Emotion2vecScorer or anything with its interface).
 
         `max_batch` > 1 scores several pending chunks per forward pass (faster on a GPU; results
@@ -293,7 +366,7 @@ class StreamAnalyzer:
         self.scorer = scorer
         self.max_batch = max_batch
         self.core = StreamCore(
-            config or AnalyzerConfig(), scorer.labels, scorer.model_id, scorer.random_weights
+            config or AnalyzerConfig(), scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids
         )
 
     def feed(self, samples: np.ndarray) -> list[Event]:
@@ -307,11 +380,14 @@ class StreamAnalyzer:
         return self._run()
 
     def _run(self) -> list[Event]:
-        jobs = self.core.pending_jobs()
-        for i in range(0, len(jobs), self.max_batch):
-            batch = jobs[i : i + self.max_batch]
-            for job, out in zip(batch, self.scorer.score([j.audio for j in batch])):
-                self.core.complete(job, out)
+        while jobs := self.core.pending_jobs():  # completing a segment's chunks starts its checks
+            for job in [j for j in jobs if isinstance(j, EvidenceJob)]:
+                self.core.complete(job, job.run())
+            jobs = [j for j in jobs if not isinstance(j, EvidenceJob)]
+            for i in range(0, len(jobs), self.max_batch):
+                batch = jobs[i : i + self.max_batch]
+                for job, out in zip(batch, self.scorer.score([j.audio for j in batch])):
+                    self.core.complete(job, out)
         return self.core.take_events()
 
 

@@ -52,6 +52,11 @@ class Centroids:
             if np.shape(arr) != (self.dim,):
                 raise ConfigError(f"{name} centre has shape {np.shape(arr)}, expected ({self.dim},)")
 
+    def describe(self) -> dict:
+        """The centres' metadata, as outputs record it (the arrays themselves stay in the file)."""
+        return {"model_id": self.model_id, "dim": self.dim, "counts": dict(self.counts),
+                "created": self.created, "method": self.method}  # fmt: skip
+
     def save(self, path: str | Path) -> Path:
         """Write the centres and their metadata to one ``.npz`` file; returns the path."""
         path = Path(path)

@@ -255,3 +255,34 @@ def describe(cues: AcousticCues) -> str:
     if cues.pause_ratio is not None and cues.pause_ratio >= MANY_PAUSES:
         parts.append(f"many pauses ({cues.pause_ratio:.0%})")
     return ", ".join(parts)
+
+
+DISCLAIMER = "acoustic cues are evidence for a human reviewer, not a classifier"
+
+
+def pair_reading(cues: AcousticCues) -> str:
+    """The cues read against the seed's fear and disgust descriptions, in words.
+
+    Fear: F0 rises then falls. Disgust: F0 pressed low then a short rise, and high 2–4 kHz
+    energy (the seed's "high-frequency hiss"). Strong F0 fluctuation, fast speech and many
+    pauses fit either. E.g. "fearful: F0 rise-fall; either: fast (5.6 syl/s)".
+    """
+    if cues.f0_median_hz is None and cues.band_2_4k_ratio is None:
+        return f"no speech to measure ({DISCLAIMER})"
+    fear, disgust, either = [], [], []
+    if cues.contour == "rise_fall":
+        fear.append("F0 rise-fall")
+    elif cues.contour == "low_rise":
+        disgust.append("F0 low-then-rise")
+    if cues.band_2_4k_ratio is not None and cues.band_2_4k_ratio >= HIGH_2_4K:
+        disgust.append(f"high 2–4 kHz energy ({cues.band_2_4k_ratio:.2f})")
+    if cues.f0_std_st is not None and cues.f0_std_st >= HIGH_F0_STD_ST:
+        either.append(f"strong F0 fluctuation ({cues.f0_std_st:.1f} st)")
+    if cues.syllable_rate is not None and cues.syllable_rate >= FAST_RATE:
+        either.append(f"fast ({cues.syllable_rate:.1f} syl/s)")
+    if cues.pause_ratio is not None and cues.pause_ratio >= MANY_PAUSES:
+        either.append(f"many pauses ({cues.pause_ratio:.0%})")
+    parts = [f"{name}: {', '.join(found)}" for name, found in
+             (("fearful", fear), ("disgusted", disgust), ("either", either)) if found]  # fmt: skip
+    reading = "; ".join(parts) if parts else f"no cue points to fearful or disgusted ({describe(cues)})"
+    return f"{reading} ({DISCLAIMER})"

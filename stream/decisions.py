@@ -14,7 +14,12 @@ from .events import DualEmotion, Review
 
 
 def review_flag(
-    config: DecisionConfig, segment: int, start: float, end: float, scores: Mapping[str, float]
+    config: DecisionConfig,
+    segment: int,
+    start: float,
+    end: float,
+    scores: Mapping[str, float],
+    evidence: str | None = None,
 ) -> Review | None:
     """Flag a segment for human review when fear or disgust leads and the two are too close."""
     a, b = config.flagged_pair
@@ -36,11 +41,17 @@ def review_flag(
             f"{leading} leads {runner_up} by {gap:.3f} < {config.review_gap:.2f} "
             f"in the segment's scores"
         ),
+        evidence=evidence,
     )
 
 
 def dual_emotion(
-    config: DecisionConfig, segment: int, start: float, end: float, peaks: Mapping[str, float]
+    config: DecisionConfig,
+    segment: int,
+    start: float,
+    end: float,
+    peaks: Mapping[str, float],
+    evidence: str | None = None,
 ) -> DualEmotion | None:
     """Report the two highest-peaking emotions when both peak above the bar and close together."""
     if len(peaks) < 2:
@@ -60,4 +71,5 @@ def dual_emotion(
             f"peak smoothed scores {first} {peaks[first]:.3f} and {second} {peaks[second]:.3f} "
             f"both > {config.dual_min_peak:.2f}, gap {gap:.3f} < {config.dual_max_gap:.2f}"
         ),
+        evidence=evidence,
     )

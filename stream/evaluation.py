@@ -302,3 +302,88 @@ def plot_embeddings(
     finally:
         plt.close(fig)
     return out_png
+
+
+STEPS = ("model", "+profile", "+focus", "+fusion", "+quality gate")
+
+
+def step_predictions(
+    config, raw_scores: Mapping[str, float], scores: Mapping[str, float], evidence, profile,
+    embedding: np.ndarray, centroids, focus,
+) -> dict[str, str]:
+    """One item's call as the steps are switched on one after another (see `STEPS`).
+
+    `raw_scores` are the model's, `scores` carry the profile's bias. Focus here *decides* (the
+    crop's fear/disgust call replaces the whole input's), so its effect can be measured even where
+    the configuration only reports it; fusion needs centres and is a no-op without them.
+    """
+    from dataclasses import replace
+
+    from .fear_disgust import decide, leader
+
+    cfg = replace(config, quality_gate=False, fusion=replace(config.fusion, enabled=False),
+                  focus=replace(config.focus, decide=False))  # fmt: skip
+    calls = {"model": leader(raw_scores), "+profile": decide(cfg, scores, evidence, profile).emotion}
+    cfg = replace(cfg, focus=replace(cfg.focus, decide=True))
+    calls["+focus"] = decide(cfg, scores, evidence, profile, focus=focus).emotion
+    cfg = replace(cfg, fusion=replace(cfg.fusion, enabled=True))
+    calls["+fusion"] = decide(cfg, scores, evidence, profile, embedding, centroids, focus).emotion
+    cfg = replace(cfg, quality_gate=True)
+    calls["+quality gate"] = decide(cfg, scores, evidence, profile, embedding, centroids, focus).emotion
+    return calls
+
+
+def evaluate(scorer, items: Sequence[ManifestItem], config, data, context: str | None = None, on_error=None) -> dict:
+    """Run every item through the model and the decision layer; metrics for the configured layer
+    plus pair accuracy step by step. Items that cannot be read go to `on_error` and are skipped."""
+    from dataclasses import replace
+
+    from models.emotion2vec import softmax
+
+    from .audio_file import load
+    from .errors import EmostreamError
+    from .offline import encode_whole, utterance_checks
+    from .fear_disgust import decide
+    from .decisions import review_flag
+
+    profile = data.profile_for(context)
+    bias = profile.bias_vector(scorer.labels).astype(np.float32)
+    # Gather the focus crop for every ambiguous item, so "+focus" can be measured whatever the config says.
+    gather = replace(config.decisions, focus=replace(config.decisions.focus, enabled=True))
+    y_true, predictions, flags, rows = [], [], [], []
+    steps: dict[str, list[str]] = {s: [] for s in STEPS}
+    for item in items:
+        try:
+            audio = load(item.path)
+            whole = encode_whole(scorer, audio.samples)
+        except (EmostreamError, OSError) as exc:
+            if on_error is None:
+                raise
+            on_error(item, exc)
+            continue
+        logits = whole.logits + bias
+        named = lambda v: dict(zip(scorer.labels, v.tolist()))  # noqa: E731
+        raw, scores = named(softmax(whole.logits.mean(axis=0))), named(softmax(logits.mean(axis=0)))
+        evidence, focus = utterance_checks(scorer, audio.samples, audio.rate, logits, gather, profile)
+        embedding = whole.features.mean(axis=0)
+        used_focus = focus if config.decisions.focus.enabled else None
+        decision = decide(config.decisions, scores, evidence, profile, embedding, data.centroids, used_focus)
+        review = review_flag(config.decisions, 0, 0.0, audio.duration, scores) is not None
+        calls = step_predictions(config.decisions, raw, scores, evidence, profile, embedding, data.centroids, focus)
+        for step in STEPS:
+            steps[step].append(calls[step])
+        y_true.append(item.label)
+        predictions.append(decision.emotion)
+        flags.append(review)
+        rows.append({"key": item.key, "path": str(item.path), "label": item.label, "prediction": decision.emotion,
+                     "review": review, "steps": calls, "decision": decision.to_dict()})  # fmt: skip
+    if not rows:
+        raise ConfigError("no item of the manifest could be analysed")
+    metrics = compute_metrics(y_true, predictions, review_flags=flags)
+    metrics["steps"] = compare_steps(y_true, steps)
+    metrics["withheld"] = sum(1 for r in rows if r["decision"]["withheld"])
+    metrics["profile"] = profile.describe()
+    metrics["centroids"] = data.centroids.describe() if data.centroids is not None else None
+    metrics["model_id"] = scorer.model_id
+    metrics["random_weights"] = scorer.random_weights
+    return {"metrics": metrics, "items": rows}

@@ -21,6 +21,8 @@ class Info:
     labels: tuple[str, ...]
     parameters: Mapping[str, object]
     warning: str | None = None  # set when the weights are random: the scores mean nothing
+    profile: Mapping[str, object] | None = None  # the domain profile applied: name, context, logit bias
+    centroids: Mapping[str, object] | None = None  # metadata of the loaded fear/disgust centres, if any
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,12 @@ class Segment:
     index: int
     start: float
     end: float
-    emotion: str  # argmax of `scores`
-    confidence: float
+    emotion: str  # the decision layer's call (`decision.emotion`): argmax of `scores` unless a step changed it
+    confidence: float  # the highest of `scores`
     scores: Mapping[str, float]  # softmax of the mean frame logits over the whole segment
     peaks: Mapping[str, float]  # each emotion's highest smoothed score over the segment's windows
     n_windows: int
+    decision: Mapping[str, object] | None = None  # fear_disgust.Decision.to_dict(): what each step did
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class DualEmotion:
     peaks: Mapping[str, float]
     gap: float
     reason: str
+    evidence: str | None = None  # acoustic cues in words, for a human (never used to decide)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Review:
     runner_up: str
     gap: float
     reason: str
+    evidence: str | None = None  # acoustic cues, focus crop, fusion and quality in words
 
 
 Event = Union[Info, Window, Segment, Transition, DualEmotion, Review]

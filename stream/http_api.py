@@ -122,7 +122,9 @@ async def predict(request: Request) -> JSONResponse:
         config = server.template
         try:
             audio = await asyncio.to_thread(load, path)
-            result = await asyncio.to_thread(analyze_audio, server.scorer, audio, source, granularity, context, config)
+            result = await asyncio.to_thread(
+                analyze_audio, server.scorer, audio, source, granularity, context, config, None, server.data
+            )
         except EmostreamError as exc:
             return _error(422, exc.code, str(exc))
     body = result.to_json(config.describe())

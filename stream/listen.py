@@ -48,6 +48,7 @@ def add_listen_options(p) -> None:
     g.add_argument("--server", default=None, metavar="ws://HOST:PORT",
                    help="send the audio to a running emostream server's /ws/stream instead of analyzing here")
     g.add_argument("--token", default=None, help="access token of --server (Authorization: Bearer)")
+    g.add_argument("--context", default=None, help="domain context text; selects a profile (e.g. 'crisis hotline')")
     g.add_argument("--jsonl", default=None, metavar="FILE", help="also write every event to FILE as JSON lines")
     g.add_argument("--plain", action="store_true",
                    help="one JSON line per event instead of the live view (for logs and scripts)")
@@ -336,10 +337,13 @@ def server_url(url: str) -> str:
 class ServerEngine:
     """A `/ws/stream` client: start, binary int16 blocks, stop; the server's messages are emitted."""
 
-    def __init__(self, url: str, token: str | None, sample_rate: int, emit: Callable[[dict], None]):
+    def __init__(
+        self, url: str, token: str | None, sample_rate: int, emit: Callable[[dict], None], context: str | None = None
+    ):
         self.url = server_url(url)
         self.token = token
         self.rate = sample_rate
+        self.context = context
         self.emit = emit
         self.ws = None
         self._reader: asyncio.Task | None = None
@@ -360,7 +364,7 @@ class ServerEngine:
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
             raise ListenError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
         await self.ws.send(json.dumps({"type": "start", "sample_rate": self.rate, "encoding": "pcm_s16le",
-                                       "metadata": {"source": "emostream listen"}}))
+                                       "context": self.context, "metadata": {"source": "emostream listen"}}))
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -480,16 +484,18 @@ def run(args) -> int:
         source = f"{name} @ {args.sample_rate} Hz" + (f" → {server_url(args.server)}" if args.server else "")
         view = PlainView(source) if args.plain else None
         if args.server:
-            engine_factory = lambda emit: ServerEngine(args.server, args.token, args.sample_rate, emit)  # noqa: E731
+            engine_factory = lambda emit: ServerEngine(args.server, args.token, args.sample_rate, emit, args.context)  # noqa: E731
         else:
             import dataclasses
 
             from .analyzer import StreamAnalyzer
-            from .cli import analyzer_config, load_scorer_from_args
+            from .cli import analyzer_config, decision_data, load_scorer_from_args
 
             config = dataclasses.replace(analyzer_config(args), sample_rate=args.sample_rate)
             scorer = load_scorer_from_args(args)
-            engine_factory = lambda emit: LocalEngine(StreamAnalyzer(scorer, config), emit)  # noqa: E731
+            data = decision_data(args, scorer)
+            analyzer = StreamAnalyzer(scorer, config, profile=data.profile_for(args.context), centroids=data.centroids)
+            engine_factory = lambda emit: LocalEngine(analyzer, emit)  # noqa: E731
         view = view or LiveView(source)
         out = Output(view, args.jsonl)
         try:

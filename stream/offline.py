@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -18,8 +18,12 @@ from models.random_weights import WARNING
 from .analyzer import StreamAnalyzer
 from .audio_file import DecodedAudio, write_wav
 from .chunks import LOOKAHEAD
-from .config import INPUT_RATES, AnalyzerConfig
-from .events import Event, to_dict
+from .calibration import Centroids
+from .config import INPUT_RATES, AnalyzerConfig, DecisionConfig
+from .decisions import review_flag
+from .events import Event, Review, to_dict
+from .fear_disgust import Decision, DecisionData, Evidence, Focus, decide, measure, plan_focus, wants_cues
+from .profiles import Profile, load_library
 
 GRANULARITIES = ("utterance", "frame")
 DIRECT_SECONDS = 60.0  # longer files are encoded in pieces (attention cost grows with length²)
@@ -37,15 +41,18 @@ class AnalysisResult:
     model_id: str
     random_weights: bool
     labels: tuple[str, ...]
-    scores: np.ndarray  # (9,) utterance scores over the whole input (funasr's rule)
+    scores: np.ndarray  # (9,) utterance scores over the whole input (funasr's rule, profile bias applied)
     embedding: np.ndarray  # (D,) for utterance granularity, (T, D) for frame granularity
+    decision: Decision  # the fear/disgust decision layer on the whole input
+    profile: Mapping  # Profile.describe() of the profile the context selected
+    review: Review | None = None  # the whole input needs a human (fear/disgust too close)
     events: list[Event] = field(default_factory=list)  # the streaming engine's events
     timestamp: str = ""
 
     @property
     def emotion(self) -> str:
-        """The label with the highest utterance score."""
-        return self.labels[int(np.argmax(self.scores))]
+        """The decision layer's call on the whole input (the top score unless a step changed it)."""
+        return self.decision.emotion
 
     @property
     def confidence(self) -> float:
@@ -70,6 +77,9 @@ class AnalysisResult:
             "random_weights": self.random_weights,
             "duration": round(self.duration, 4),
             "context": self.context,
+            "profile": dict(self.profile),
+            "decision": self.decision.to_dict(),
+            "review": to_dict(self.review) if self.review is not None else None,
         }
         if self.random_weights:
             body["warning"] = WARNING
@@ -108,19 +118,27 @@ def analyze_audio(
     context: str | None = None,
     config: AnalyzerConfig | None = None,
     progress: Callable[[float], None] | None = None,
+    data: DecisionData | None = None,
 ) -> AnalysisResult:
-    """Analyze decoded audio: utterance scores and embedding, plus the streaming events.
+    """Analyze decoded audio: utterance scores, embedding and decision, plus the streaming events.
 
-    The stream analyzer takes the file at its own rate when a live client could have sent that
-    rate, so replaying a session's recording reproduces the events the live session emitted.
+    `context` selects the domain profile from `data` (default: the shipped neutral library);
+    `data.centroids`, when loaded, let close fear/disgust calls be fused. The stream analyzer
+    takes the file at its own rate when a live client could have sent that rate, so replaying
+    a session's recording reproduces the events the live session emitted.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     config = config or AnalyzerConfig()
+    data = data or DecisionData(load_library())
+    profile = data.profile_for(context)
     samples = audio.samples
     whole = encode_whole(scorer, samples)
+    logits = whole.logits + profile.bias_vector(scorer.labels).astype(np.float32)
+    scores = softmax(logits.mean(axis=0))
+    decision, review = utterance_decision(scorer, samples, audio.rate, logits, whole.features, config.decisions, profile, data.centroids)
     feed, rate = (audio.native, audio.rate) if audio.rate in INPUT_RATES else (samples, SAMPLE_RATE)
-    analyzer = StreamAnalyzer(scorer, replace(config, sample_rate=rate))
+    analyzer = StreamAnalyzer(scorer, replace(config, sample_rate=rate), profile=profile, centroids=data.centroids)
     events: list[Event] = []
     block = int(FEED_SECONDS * rate)
     for start in range(0, len(feed), block):
@@ -137,11 +155,41 @@ def analyze_audio(
         model_id=scorer.model_id,
         random_weights=scorer.random_weights,
         labels=tuple(scorer.labels),
-        scores=softmax(whole.logits.mean(axis=0)),
+        scores=scores,
         embedding=embedding,
+        decision=decision,
+        profile=profile.describe(),
+        review=review,
         events=events,
         timestamp=datetime.now().astimezone().isoformat(timespec="seconds"),
     )
+
+
+def utterance_checks(
+    scorer, samples: np.ndarray, source_rate: int, logits: np.ndarray, config: DecisionConfig, profile: Profile
+) -> tuple[Evidence, Focus | None]:
+    """Quality, cues and focus crop of a whole input (`logits`: its frames with the profile's bias)."""
+    labels = tuple(scorer.labels)
+    scores = dict(zip(labels, softmax(logits.mean(axis=0)).tolist()))
+    focus = None
+    crop = plan_focus(config, scores, logits, labels)
+    if crop is not None:
+        a, b = crop
+        crop_logits = scorer.score([samples[a:b]])[0].logits + profile.bias_vector(labels).astype(np.float32)
+        crop_scores = dict(zip(labels, softmax(crop_logits.mean(axis=0)).tolist()))
+        focus = Focus(a / SAMPLE_RATE, (b - LOOKAHEAD) / SAMPLE_RATE, crop_scores)
+    return measure(samples, source_rate, config, wants_cues(config, scores, dual=False)), focus
+
+
+def utterance_decision(
+    scorer, samples: np.ndarray, source_rate: int, logits: np.ndarray, features: np.ndarray,
+    config: DecisionConfig, profile: Profile, centroids: Centroids | None,
+) -> tuple[Decision, Review | None]:
+    """The decision layer on a whole input, as live segments get it; plus its review flag."""
+    scores = dict(zip(scorer.labels, softmax(logits.mean(axis=0)).tolist()))
+    evidence, focus = utterance_checks(scorer, samples, source_rate, logits, config, profile)
+    decision = decide(config, scores, evidence, profile, features.mean(axis=0), centroids, focus)
+    return decision, review_flag(config, 0, 0.0, len(samples) / SAMPLE_RATE, scores, decision.review_evidence())
 
 
 def output_dir(root: str | Path, source: str, when: datetime | None = None) -> Path:

@@ -21,6 +21,7 @@ the domain.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,14 @@ class Profile:
     def is_neutral(self) -> bool:
         """True when every bias is 0 (the profile changes nothing)."""
         return not np.any(self.bias_vector())
+
+    def describe(self) -> dict:
+        """What outputs record about the profile that applied."""
+        return {
+            "name": self.name,
+            "neutral": self.is_neutral,
+            "logit_bias": {k: float(self.logit_bias.get(k, 0.0)) for k in LABELS},
+        }
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,13 @@ def load_library(path: str | Path | None = None) -> ProfileLibrary:
         raise ConfigError(f"profile library {path} needs a top-level 'profiles:' mapping")
     profiles = tuple(_profile_from_dict(n, d) for n, d in data["profiles"].items())
     return ProfileLibrary(profiles=profiles, default=str(data.get("default", DEFAULT_PROFILE)))
+
+
+@functools.cache
+def default_profile() -> Profile:
+    """The shipped library's default profile (neutral)."""
+    library = load_library()
+    return library[library.default]
 
 
 def save_library(library: ProfileLibrary, path: str | Path) -> Path:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import welch
 
+from .errors import ConfigError
+
 SAMPLE_RATE = 16000
 
 # SNR from the distribution of 20 ms frame powers (see `estimate_snr`).
@@ -47,9 +49,9 @@ class QualityBar:
 
     def __post_init__(self):
         if not 0.0 <= self.max_clipping <= 1.0:
-            raise ValueError(f"max_clipping must lie in [0, 1], got {self.max_clipping}")
+            raise ConfigError(f"max_clipping must lie in [0, 1], got {self.max_clipping}")
         if self.min_bandwidth_hz < 0:
-            raise ValueError(f"min_bandwidth_hz must be ≥ 0, got {self.min_bandwidth_hz}")
+            raise ConfigError(f"min_bandwidth_hz must be ≥ 0, got {self.min_bandwidth_hz}")
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,13 @@ import numpy as np
 from models.frames import SAMPLE_RATE
 
 from .analyzer import StreamCore
+from .calibration import Centroids
 from .chunks import ChunkJob
 from .config import AnalyzerConfig
 from .errors import EmostreamError
 from .events import Event, Window, to_dict
+from .fear_disgust import EvidenceJob
+from .profiles import Profile
 from .scheduler import BatchScheduler, Overloaded
 
 
@@ -66,10 +69,17 @@ class LiveSession:
         recorder=None,
         hooks: SessionHooks | None = None,
         max_backlog_seconds: float = 30.0,
+        profile: Profile | None = None,
+        centroids: Centroids | None = None,
     ):
-        """Start a session; `recorder` (a SessionRecorder) keeps its audio and events."""
+        """Start a session; `recorder` (a SessionRecorder) keeps its audio and events.
+
+        `profile` is the domain profile its context selected; `centroids` the fear/disgust centres.
+        """
         self.spec = spec
-        self.core = StreamCore(config, scorer.labels, scorer.model_id, scorer.random_weights)
+        self.core = StreamCore(
+            config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids
+        )
         self.scheduler = scheduler
         self.recorder = recorder
         self.hooks = hooks or SessionHooks()
@@ -148,16 +158,22 @@ class LiveSession:
 
     # ---- model side -------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        self._backlog.extend(self.core.pending_jobs())
+        for job in self.core.pending_jobs():
+            if isinstance(job, EvidenceJob):  # CPU-only measurements: a thread, not the model queue
+                self._track(job, asyncio.ensure_future(asyncio.to_thread(job.run)))
+            else:
+                self._backlog.append(job)
         while self._backlog:
             try:
                 future = self.scheduler.submit(self._backlog[0])
             except Overloaded:
                 self._on_overload()
                 return
-            job = self._backlog.popleft()
-            self._outstanding.add(future)
-            future.add_done_callback(lambda f, job=job: self._done(job, f))
+            self._track(self._backlog.popleft(), future)
+
+    def _track(self, job, future: asyncio.Future) -> None:
+        self._outstanding.add(future)
+        future.add_done_callback(lambda f, job=job: self._done(job, f))
 
     def _on_overload(self) -> None:
         self.scheduler.when_capacity(self._dispatch)
@@ -168,7 +184,7 @@ class LiveSession:
         if backlog > self.max_backlog_seconds:
             self._fail(SessionOverloaded(f"{backlog:.1f} s of audio waiting for the model; limit {self.max_backlog_seconds:g} s"))
 
-    def _done(self, job: ChunkJob, future: asyncio.Future) -> None:
+    def _done(self, job, future: asyncio.Future) -> None:
         self._outstanding.discard(future)
         if future.cancelled() or self._failed is not None:
             return
@@ -176,6 +192,7 @@ class LiveSession:
             self._fail(future.exception())
             return
         self.core.complete(job, future.result())
+        self._dispatch()  # a segment's last chunk starts its decision checks
         self._deliver()
 
     def _fail(self, exc: BaseException) -> None:
