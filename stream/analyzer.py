@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from models.emotion2vec import FrameOutput, softmax
+from models.emotion2vec import softmax
 from models.frames import FRAME_STRIDE, SAMPLE_RATE
 from models.random_weights import WARNING
 from vad import SpeechEnd, SpeechSegmenter, SpeechStart

@@ -36,7 +36,7 @@ from .quality import AudioQuality, assess_quality
 
 PAIR = (FEAR, DISGUST)
 FRAMES_PER_SECOND = SAMPLE_RATE // FRAME_STRIDE
-SMOOTH_FRAMES = 5  # the evidence curve is averaged over 0.1 s so one odd frame is not "the peak"
+SMOOTH_FRAMES = 5  # growth looks at evidence averaged over 0.1 s, so one odd frame neither stops nor extends it
 
 
 @dataclass(frozen=True)
@@ -80,11 +80,11 @@ def is_ambiguous(config: DecisionConfig, scores: Mapping[str, float]) -> bool:
 def focus_interval(pair_evidence: np.ndarray, config: DecisionConfig) -> tuple[int, int] | None:
     """Frame range [first, stop) of the crop around the strongest fear/disgust evidence.
 
-    `pair_evidence` (T,) is p(fearful) + p(disgusted) per frame. It is averaged over 0.1 s; the
-    crop starts as the `min_seconds` stretch centred on its maximum and grows one frame at a time
-    towards the stronger neighbour while that frame holds at least `extend_ratio` × the peak's
-    evidence, up to `max_seconds`. None when the whole timeline is no longer than `max_seconds`:
-    the crop would be the segment itself.
+    `pair_evidence` (T,) is p(fearful) + p(disgusted) per frame. The crop starts as the
+    `min_seconds` stretch with the highest mean evidence and grows one frame at a time towards
+    the stronger neighbour (evidence averaged over 0.1 s) while that neighbour holds at least
+    `extend_ratio` × the stretch's mean, up to `max_seconds`. None when the whole timeline is no
+    longer than `max_seconds`: the crop would be the segment itself.
     """
     focus = config.focus
     lo = max(1, round(focus.min_seconds * FRAMES_PER_SECOND))
@@ -92,12 +92,12 @@ def focus_interval(pair_evidence: np.ndarray, config: DecisionConfig) -> tuple[i
     n = len(pair_evidence)
     if n <= hi:
         return None
+    means = np.convolve(pair_evidence, np.ones(lo) / lo, mode="valid")
+    first = int(np.argmax(means))
+    stop = first + lo
+    bar = focus.extend_ratio * means[first]
     kernel = np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES
     curve = np.convolve(np.pad(pair_evidence, SMOOTH_FRAMES // 2, mode="edge"), kernel, mode="valid")
-    peak = int(np.argmax(curve))
-    first = min(max(0, peak - lo // 2), n - lo)
-    stop = first + lo
-    bar = focus.extend_ratio * curve[peak]
     while stop - first < hi:
         left = curve[first - 1] if first > 0 else -np.inf
         right = curve[stop] if stop < n else -np.inf

@@ -9,6 +9,7 @@ import pytest
 import soxr
 from scipy.signal import ellip, sosfiltfilt
 
+from audio_fixtures import with_noise
 from stream.quality import (
     TELEPHONY_LABEL,
     AudioQuality,
@@ -19,19 +20,6 @@ from stream.quality import (
 
 RATE = 16000
 SNRS = (30, 20, 10, 0)
-
-
-def active_power(x: np.ndarray) -> float:
-    """Mean power of the 20 ms frames within 30 dB of the loudest: the speech's active level."""
-    frames = x[: len(x) // 320 * 320].astype(np.float64).reshape(-1, 320)
-    power = np.mean(frames**2, axis=1)
-    return float(power[power >= power.max() * 1e-3].mean())
-
-
-def with_noise(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
-    """`x` plus white noise `snr_db` under its active-frame power."""
-    noise = np.random.default_rng(seed).standard_normal(len(x)) * np.sqrt(active_power(x) / 10 ** (snr_db / 10))
-    return (x + noise).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from stream import mulaw
 from stream.cli import main as cli_main
 
 CHUNK = 0.1
+DECISION_FIELDS = {"emotion", "model_emotion", "profile", "enhanced", "withheld", "steps", "quality", "fusion",
+                   "focus", "cues", "evidence"}
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,11 @@ def test_native_stream_end_to_end_and_recording(server, pcm, speech_silence_spee
     assert events[0]["type"] == "info" and events[0]["random_weights"] is True
     assert len(events_of(messages, "segment")) == 2 and events_of(messages, "window")
     assert all(e["session_id"] == "call-1" for e in events)
+    # The context picked its domain profile, and every segment carries the decision layer's fields.
+    assert events[0]["profile"]["name"] == "crisis_hotline" and events[0]["profile"]["neutral"] is True
+    for seg in events_of(messages, "segment"):
+        assert set(seg["decision"]) == DECISION_FIELDS and seg["decision"]["profile"] == "crisis_hotline"
+        assert seg["decision"]["quality"]["ok"] is True and seg["decision"]["quality"]["band"] == "wideband"
     # The recording holds exactly the received audio and the emitted events.
     folder = server.recordings / "call-1"
     with wave.open(str(folder / "audio.wav")) as w:
@@ -117,6 +124,10 @@ def test_replaying_a_recording_gives_the_live_events(server, pcm, tiny_model_dir
         for key in ("scores", "smoothed", "peaks"):
             if key in a:
                 assert max(abs(a[key][l] - b[key][l]) for l in a[key]) < 1e-4
+        if a["type"] == "segment":  # the decision layer decides the same on the recording
+            for key in ("emotion", "model_emotion", "withheld", "enhanced", "steps"):
+                assert a["decision"][key] == b["decision"][key]
+            assert a["decision"]["quality"]["ok"] == b["decision"]["quality"]["ok"]
 
 
 def twilio_messages(samples8k: np.ndarray, stream_sid="MZ123abc", call_sid="CA987", token="s3cret") -> list[str]:
@@ -167,7 +178,11 @@ def test_twilio_stream_and_monitor_feed(server, speech_silence_speech):
     assert started[0]["metadata"]["twilio"]["call_sid"] == "CA987" and started[0]["context"] == "crisis hotline"
     assert "s3cret" not in json.dumps(started[0])  # the token never reaches metadata
     mine = [m for m in seen if m.get("session_id") == sid]
-    assert len([m for m in mine if m["type"] == "segment"]) == 2
+    segments = [m for m in mine if m["type"] == "segment"]
+    assert len(segments) == 2
+    # 8 kHz telephony audio is recognised as such by the quality check.
+    assert all(s["decision"]["quality"]["telephony"] and s["decision"]["quality"]["band"] == "telephony (8 kHz)"
+               for s in segments)
     assert any(m["type"] == "telephony" and m["event"] == "dtmf" and m["digit"] == "5" for m in mine)
     assert mine[-1]["type"] == "session_ended" and mine[-1]["summary"]["status"] == "complete"
     meta = json.loads((server.recordings / sid / "session.json").read_text())
@@ -273,6 +288,11 @@ def test_predict_upload_and_audio_path(server, speech_silence_speech, tiny_model
     assert body["emotion"] == expected["emotion"] and body["context"] == "medical"
     assert max(abs(body["scores"][k] - expected["scores"][k]) for k in expected["scores"]) < 1e-5
     assert len(body["segments"]) == len(expected["segments"]) == 2
+    # The API carries the same decision fields as the CLI and the live stream.
+    assert set(body["decision"]) == set(expected["decision"]) == DECISION_FIELDS
+    assert body["profile"]["name"] == "medical" and expected["profile"]["name"] == "general"
+    assert all(set(seg["decision"]) == DECISION_FIELDS for seg in body["segments"])
+    assert "review" in body and "review" in expected
     assert np.asarray(body["embedding"]).ndim == 2
     # audio_path: only inside --audio-root.
     (server.recordings.parent / "audio" / "inside.wav").write_bytes(wav.read_bytes())
