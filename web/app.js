@@ -193,6 +193,8 @@
           break;
         case "segment":
           insertSorted(s.segments, ev, (g) => g.index);
+          // The quality gate withheld a fear/disgust call: a person should listen.
+          if (ev.decision && ev.decision.withheld) this.alert(s, ev, "review", ev.start, ev.decision.withheld);
           break;
         case "transition":
           insertSorted(s.transitions, ev, (t) => t.time);
@@ -200,11 +202,11 @@
           break;
         case "review":
           s.reviews.push(ev);
-          this.alert(s, ev, "review", ev.start, `needs review: ${ev.leading} vs ${ev.runner_up} (gap ${pct(ev.gap)})`);
+          this.alert(s, ev, "review", ev.start, `needs review: ${ev.leading} vs ${ev.runner_up} (gap ${pct(ev.gap)})${evidence(ev)}`);
           break;
         case "dual_emotion":
           s.duals.push(ev);
-          this.alert(s, ev, "dual", ev.start, `dual emotion: ${(ev.emotions || []).join(" + ")}`);
+          this.alert(s, ev, "dual", ev.start, `dual emotion: ${(ev.emotions || []).join(" + ")}${evidence(ev)}`);
           break;
         case "overload":
           this.alert(s, ev, "overload", null, ev.message || "analysis is delayed (overload)");
@@ -235,6 +237,11 @@
       });
     },
   };
+
+  /** The acoustic evidence a review or dual report quotes (words for a person, not a score). */
+  function evidence(ev) {
+    return ev.evidence ? ` — ${ev.evidence}` : "";
+  }
 
   function eventKey(ev) {
     switch (ev.type) {
