@@ -96,6 +96,7 @@ class Server:
             value = getattr(args, opt)
             if value is not None:
                 cmd += [f"--{opt.replace('_', '-')}", str(value)]
+        cmd += args.server_option
         self.cmd = cmd
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop(), after the process)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
@@ -572,6 +573,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-batch", type=int, default=None, help="passed to the server (its default: 8)")
     ap.add_argument("--max-wait-ms", type=float, default=None, help="passed to the server (its default: 10)")
     ap.add_argument("--max-pending", type=int, default=None, help="passed to the server (its default: 64)")
+    ap.add_argument("--server-option", action="append", default=[], metavar="OPT",
+                    help="extra server option, repeatable (e.g. --server-option=--no-focus --server-option=--cues=off)")
     ap.add_argument("--seconds", type=float, default=30.0, help="audio each client streams per N")
     ap.add_argument("--warmup", type=float, default=5.0, help="stream seconds whose windows are not counted")
     ap.add_argument("--max-n", type=int, default=16, help="stop the sweep here at the latest")
@@ -646,6 +649,8 @@ def main(argv=None) -> int:
     print("server defaults unless passed: --max-batch 8 --max-wait-ms 10 --max-pending 64; "
           "model busy = forward-pass seconds / wall seconds; server/client/other CPU in cores; MiB per stream = (peak RSS during the run - idle RSS "
           "after model load, or after the warm-up stream) / N")
+    if args.server_option:
+        print(f"extra server options: {' '.join(args.server_option)}")
     for res in results:
         mib = 2**20
         print(f"\n{res['arch']} ({res['dtype']}): server ready in {res['load_seconds']:.0f} s; idle RSS "

@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     args.cache_dir = args.cache_dir.expanduser()
     log(RANDOM_BANNER)
 
+    from stream.config import DecisionConfig
     from stream.cues import acoustic_cues
     from stream.quality import assess_quality
 
@@ -91,7 +92,8 @@ def main(argv=None) -> int:
     speech = sum(len(s) for s in segments) / RATE
     acoustic_cues(segments[0][:RATE])  # numba compiles pYIN's kernels on the first call (~20 s cold)
     quality = sum(timed(assess_quality, s, RATE, RATE) for s in segments)
-    cues = sum(timed(acoustic_cues, s) for s in segments)
+    longest = round(DecisionConfig().cues_max_seconds * RATE)  # the engine measures at most this much per segment
+    cues = sum(timed(acoustic_cues, s[:longest]) for s in segments)
     layer = {
         "segments": len(segments),
         "speech_seconds": speech,

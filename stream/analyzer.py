@@ -24,7 +24,7 @@ from .chunks import LOOKAHEAD, ChunkJob, chunks_ready, full_chunk, last_chunk
 from .config import AnalyzerConfig
 from .decisions import dual_emotion, review_flag
 from .events import Event, Info, Segment, Transition, Window
-from .fear_disgust import EvidenceJob, Focus, FocusJob, decide, plan_focus, wants_cues
+from .fear_disgust import EvidenceJob, Focus, FocusJob, cue_span, decide, plan_focus
 from .input_audio import InputResampler
 from .profiles import Profile, default_profile
 from .smoother import Smoother
@@ -303,7 +303,7 @@ class StreamCore:
         seg.scores = self._named(softmax(frames.mean(axis=0)))
         dual = dual_emotion(decisions, seg.index, 0.0, 0.0, self._named(seg.peaks)) is not None
         audio = self._audio.slice(seg.start, seg.end)
-        cues = wants_cues(decisions, seg.scores, dual)
+        cues = cue_span(decisions, seg.scores, dual, frames, self.labels, len(audio))
         self._check(seg, EvidenceJob(self, seg.index, audio, self.config.sample_rate, decisions, cues))
         crop = plan_focus(decisions, seg.scores, frames, self.labels)
         if crop is not None:

@@ -73,6 +73,7 @@ class DecisionConfig:
     quality_gate: bool = True  # withhold a fear/disgust call on audio below `quality`
     quality: QualityBar = field(default_factory=QualityBar)
     cues: str = "flagged"  # acoustic cues: for flagged segments (pair leads or dual), always, off
+    cues_max_seconds: float = 8.0  # longer segments: cues over this much, centred on the fear/disgust peak
     fusion: FusionConfig = field(default_factory=FusionConfig)  # used when centres are loaded
     focus: FocusConfig = field(default_factory=FocusConfig)
 
@@ -80,6 +81,8 @@ class DecisionConfig:
         for name in ("review_gap", "dual_min_peak", "dual_max_gap"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"decisions: {name} must lie in [0, 1]")
+        if self.cues_max_seconds < 1.0:
+            raise ConfigError("decisions: cues_max_seconds must be at least 1 s")
         if self.cues not in CUE_MODES:
             raise ConfigError(f"decisions: cues must be one of {', '.join(CUE_MODES)}, got {self.cues!r}")
 

@@ -36,6 +36,7 @@ from .quality import AudioQuality, assess_quality
 
 PAIR = (FEAR, DISGUST)
 FRAMES_PER_SECOND = SAMPLE_RATE // FRAME_STRIDE
+PEAK_FRAMES = 20  # one 0.4 s window: the cues of a long segment are centred on its strongest one
 SMOOTH_FRAMES = 5  # growth looks at evidence averaged over 0.1 s, so one odd frame neither stops nor extends it
 
 
@@ -45,14 +46,18 @@ class Evidence:
 
     quality: AudioQuality
     cues: AcousticCues | None
+    cue_window: tuple[float, float] | None = None  # where the cues were measured, s from the audio's start
 
 
-def measure(samples: np.ndarray, source_rate: int, config: DecisionConfig, with_cues: bool) -> Evidence:
-    """Quality of 16 kHz `samples` that arrived at `source_rate`, plus cues when asked for."""
-    return Evidence(
-        quality=assess_quality(samples, SAMPLE_RATE, source_rate, config.quality),
-        cues=acoustic_cues(samples, SAMPLE_RATE) if with_cues else None,
-    )
+def measure(
+    samples: np.ndarray, source_rate: int, config: DecisionConfig, cue_span: tuple[int, int] | None
+) -> Evidence:
+    """Quality of 16 kHz `samples` that arrived at `source_rate`, plus cues over `cue_span` (samples) if given."""
+    quality = assess_quality(samples, SAMPLE_RATE, source_rate, config.quality)
+    if cue_span is None:
+        return Evidence(quality, None)
+    a, b = cue_span
+    return Evidence(quality, acoustic_cues(samples[a:b], SAMPLE_RATE), (a / SAMPLE_RATE, b / SAMPLE_RATE))
 
 
 def leader(scores: Mapping[str, float]) -> str:
@@ -65,11 +70,27 @@ def pair_gap(scores: Mapping[str, float]) -> float:
     return abs(scores[FEAR] - scores[DISGUST])
 
 
-def wants_cues(config: DecisionConfig, scores: Mapping[str, float], dual: bool) -> bool:
-    """Whether a segment's cues are measured: always, never, or where fear/disgust lead or a dual report fires."""
-    if config.cues == "flagged":
-        return leader(scores) in PAIR or dual
-    return config.cues == "always"
+def cue_span(
+    config: DecisionConfig, scores: Mapping[str, float], dual: bool, frame_logits: np.ndarray, labels, n_samples: int
+) -> tuple[int, int] | None:
+    """Sample range of a segment (`n_samples` long) whose acoustic cues are measured, or None.
+
+    Measured always, never, or (`flagged`) where fear or disgust leads or a dual report fires.
+    A segment longer than `cues_max_seconds` is measured over that much audio centred on its
+    strongest fear/disgust evidence: pitch tracking costs ~0.1 s of CPU per second, and a
+    contour shape over half a minute says nothing anyway.
+    """
+    wanted = config.cues == "always" or (config.cues == "flagged" and (leader(scores) in PAIR or dual))
+    if not wanted:
+        return None
+    longest = round(config.cues_max_seconds * SAMPLE_RATE)
+    if n_samples <= longest:
+        return 0, n_samples
+    evidence = pair_evidence(frame_logits, labels)
+    width = min(PEAK_FRAMES, len(evidence))  # the 0.4 s window with the most fear/disgust evidence
+    centre = (int(np.argmax(np.convolve(evidence, np.ones(width), mode="valid"))) + width // 2) * FRAME_STRIDE
+    a = min(max(0, centre - longest // 2), n_samples - longest)
+    return a, a + longest
 
 
 def is_ambiguous(config: DecisionConfig, scores: Mapping[str, float]) -> bool:
@@ -263,7 +284,7 @@ def decide(
         quality=evidence.quality.to_dict(),
         fusion=fusion,
         focus=focus.to_dict(scores) if focus is not None else None,
-        cues=cues.to_dict() if cues is not None else None,
+        cues={**cues.to_dict(), "window": [round(t, 4) for t in evidence.cue_window]} if cues is not None else None,
         evidence=pair_reading(cues) if cues is not None else None,
         steps=tuple(steps),
     )
@@ -295,8 +316,8 @@ class EvidenceJob:
     audio: np.ndarray  # the whole segment, 16 kHz float32
     source_rate: int
     config: DecisionConfig
-    with_cues: bool
+    cue_span: tuple[int, int] | None  # samples of `audio` whose cues to measure; None: no cues
 
     def run(self) -> Evidence:
-        """Measure (pitch tracking takes ~0.1 s per second of audio: run it off the event loop)."""
-        return measure(self.audio, self.source_rate, self.config, self.with_cues)
+        """Measure (pitch tracking takes ~0.03 s per second of audio: run it off the event loop)."""
+        return measure(self.audio, self.source_rate, self.config, self.cue_span)

@@ -22,7 +22,7 @@ from .calibration import Centroids
 from .config import INPUT_RATES, AnalyzerConfig, DecisionConfig
 from .decisions import review_flag
 from .events import Event, Review, to_dict
-from .fear_disgust import Decision, DecisionData, Evidence, Focus, decide, measure, plan_focus, wants_cues
+from .fear_disgust import Decision, DecisionData, Evidence, Focus, cue_span, decide, measure, plan_focus
 from .profiles import Profile, load_library
 
 GRANULARITIES = ("utterance", "frame")
@@ -178,7 +178,8 @@ def utterance_checks(
         crop_logits = scorer.score([samples[a:b]])[0].logits + profile.bias_vector(labels).astype(np.float32)
         crop_scores = dict(zip(labels, softmax(crop_logits.mean(axis=0)).tolist()))
         focus = Focus(a / SAMPLE_RATE, (b - LOOKAHEAD) / SAMPLE_RATE, crop_scores)
-    return measure(samples, source_rate, config, wants_cues(config, scores, dual=False)), focus
+    cues = cue_span(config, scores, False, logits, labels, len(samples))
+    return measure(samples, source_rate, config, cues), focus
 
 
 def utterance_decision(

@@ -159,8 +159,8 @@ class LiveSession:
     # ---- model side -------------------------------------------------------------------------
     def _dispatch(self) -> None:
         for job in self.core.pending_jobs():
-            if isinstance(job, EvidenceJob):  # CPU-only measurements: a thread, not the model queue
-                self._track(job, asyncio.ensure_future(asyncio.to_thread(job.run)))
+            if isinstance(job, EvidenceJob):  # CPU-only measurements: the scheduler's measuring thread
+                self._track(job, self.scheduler.measure(job))
             else:
                 self._backlog.append(job)
         while self._backlog:

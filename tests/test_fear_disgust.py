@@ -19,7 +19,7 @@ from stream.analyzer import StreamCore
 from stream.calibration import Centroids
 from stream.config import AnalyzerConfig, DecisionConfig, FocusConfig
 from stream.cues import DISCLAIMER, AcousticCues, pair_reading
-from stream.fear_disgust import EvidenceJob, FocusJob, focus_interval
+from stream.fear_disgust import EvidenceJob, FocusJob, cue_span, focus_interval
 from stream.profiles import Profile
 
 DIM = 4
@@ -245,3 +245,14 @@ def test_pair_reading_attributes_cues_to_each_emotion():
     )
     flat = AcousticCues(2.0, 120.0, 1.0, 0.5, 0.7, "flat", 0.05, 4.0, 0.1)
     assert pair_reading(flat).startswith("no cue points to fearful or disgusted (F0 flat, monotone F0")
+
+
+def test_cues_of_a_long_segment_are_measured_around_the_fear_disgust_peak():
+    frames = np.zeros((1500, len(LABELS)), np.float32)  # a 30 s segment...
+    frames[1000:1020, LABELS.index("fearful")] = 5.0  # ...with its fear peak at 20.0–20.4 s
+    scores = dict(zip(LABELS, softmax(frames.mean(axis=0)).tolist()))
+    n = 30 * 16000 + 80
+    a, b = cue_span(DecisionConfig(cues="always"), scores, False, frames, LABELS, n)
+    assert b - a == 8 * 16000 and a == 1010 * 320 - 4 * 16000  # 16.2–24.2 s: centred on the peak window
+    assert cue_span(DecisionConfig(cues="always"), scores, False, frames[:200], LABELS, 4 * 16000) == (0, 4 * 16000)
+    assert cue_span(DecisionConfig(cues="off"), scores, True, frames, LABELS, n) is None

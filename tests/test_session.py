@@ -88,3 +88,32 @@ def test_backlog_drains_when_the_model_catches_up(scorer, speech_silence_speech)
     assert overloads and summary["overloaded"] is True
     reference = [json.dumps(to_dict(e)) for e in analyze_array(scorer, samples)][1:]
     assert [e.type for e in got] == [json.loads(r)["type"] for r in reference]  # nothing lost
+
+
+def test_focus_crops_are_batched_with_crops_only(scorer):
+    from stream.chunks import ChunkJob
+    from stream.fear_disgust import FocusJob
+
+    calls = []
+
+    class Recording:
+        labels = scorer.labels
+
+        def score(self, waveforms):
+            calls.append([len(w) for w in waveforms])
+            return scorer.score(waveforms)
+
+    chunk = lambda: ChunkJob(None, 0, 0, 0, 0, 150, np.zeros(48080, np.float32))  # noqa: E731  (3 s)
+    crop = lambda: FocusJob(None, 0, 0.0, 0.6, np.zeros(9680, np.float32))  # noqa: E731  (0.6 s)
+
+    async def run():
+        sched = BatchScheduler(Recording(), max_batch=8, max_wait=0.0)
+        futures = [sched.submit(job) for job in (chunk(), crop(), chunk(), crop(), crop(), chunk())]
+        sched.start()
+        outputs = await asyncio.gather(*futures)
+        await sched.stop()
+        return outputs
+
+    outputs = asyncio.run(run())
+    assert calls == [[48080, 48080, 48080], [9680, 9680, 9680]]  # oldest kind first, queue order kept
+    assert [len(o.logits) for o in outputs] == [150, 30, 150, 30, 30, 150]  # each job got its own result
