@@ -30,6 +30,11 @@ NOT_A_DIAGNOSIS = "decision support, not a diagnosis"
 ALERT_TYPES = ("review", "dual_emotion")
 
 
+def evidence(message: dict) -> str:
+    """A review's or dual report's acoustic evidence, appended in words (never a score)."""
+    return f" — {message['evidence']}" if message.get("evidence") else ""
+
+
 class ListenError(Exception):
     """A problem the user must fix (device, PortAudio, server): one line, exit code 2."""
 
@@ -148,17 +153,20 @@ class LiveState:
                 f"#{m['index']:<3d}{m['start']:7.2f}–{m['end']:7.2f} s  {self.emoji(m['emotion'])} {m['confidence']:.0%}"
                 f"  ({m['n_windows']} windows)"
             )
+            withheld = (m.get("decision") or {}).get("withheld")
+            if withheld:  # the quality gate refused a fear/disgust call: a person should listen
+                self.alerts.append((f"{m['start']:7.2f} s  ⚑ WITHHELD segment {m['index']}: {withheld}", "alert"))
         elif t == "transition":
             flagged = m.get("flagged")
             text = f"{m['time']:7.2f} s  transition {self.emoji(m['from'])} → {self.emoji(m['to'])}"
             self.alerts.append((text + ("  ⚑ FLAGGED" if flagged else ""), "alert" if flagged else "plain"))
         elif t == "review":
             self.alerts.append((f"{m['start']:7.2f} s  ⚑ REVIEW segment {m['segment']}: {m['leading']} vs "
-                                f"{m['runner_up']} (gap {m['gap']:.2f})", "alert"))
+                                f"{m['runner_up']} (gap {m['gap']:.2f}){evidence(m)}", "alert"))
         elif t == "dual_emotion":
             a, b = m["emotions"][:2]
             self.alerts.append((f"{m['start']:7.2f} s  ⚑ DUAL EMOTION segment {m['segment']}: {a} + {b} "
-                                f"(gap {m['gap']:.2f})", "alert"))
+                                f"(gap {m['gap']:.2f}){evidence(m)}", "alert"))
         elif t == "ready":
             self.notices.append((f"server session {m.get('session_id')}", "dim"))
         elif t == "overload":

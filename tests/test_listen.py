@@ -257,3 +257,16 @@ def test_listen_streams_to_a_running_server(pulse, tiny_model_dir, speech_silenc
     assert meta["metadata"] == {"source": "emostream listen"}
     assert messages[-1]["stats"]["status"] == "complete"
     assert messages[-1]["stats"]["duration_seconds"] >= rec.duration
+
+
+def test_live_view_shows_withheld_calls_and_quotes_evidence():
+    from stream.listen import LiveState
+
+    state = LiveState("test")
+    state.update({"type": "segment", "index": 2, "start": 4.0, "end": 6.5, "emotion": "unknown", "confidence": 0.4,
+                  "n_windows": 22, "decision": {"withheld": "fearful withheld: audio below the quality bar (SNR 8.0 dB < 15 dB)"}})
+    state.update({"type": "review", "segment": 2, "start": 4.0, "end": 6.5, "leading": "fearful",
+                  "runner_up": "disgusted", "gap": 0.04, "reason": "…", "evidence": "fearful: F0 rise-fall"})
+    text = "\n".join(line for line, _ in state.lines())
+    assert "⚑ WITHHELD segment 2: fearful withheld: audio below the quality bar (SNR 8.0 dB < 15 dB)" in text
+    assert "⚑ REVIEW segment 2: fearful vs disgusted (gap 0.04) — fearful: F0 rise-fall" in text
