@@ -77,7 +77,7 @@ def cue_span(
 
     Measured always, never, or (`flagged`) where fear or disgust leads or a dual report fires.
     A segment longer than `cues_max_seconds` is measured over that much audio centred on its
-    strongest fear/disgust evidence: pitch tracking costs ~0.1 s of CPU per second, and a
+    strongest fear/disgust evidence: pitch tracking costs ~0.03 s of CPU per second, and a
     contour shape over half a minute says nothing anyway.
     """
     wanted = config.cues == "always" or (config.cues == "flagged" and (leader(scores) in PAIR or dual))
