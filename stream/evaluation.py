@@ -212,6 +212,15 @@ def _pyplot():
     return plt
 
 
+def _save(fig, out_png: str | Path) -> Path:
+    """Write a finished figure as PNG, creating its folder."""
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    return out_png
+
+
 def plot_confusion(metrics: Mapping, out_png: str | Path) -> Path:
     """The confusion matrix as a PNG: counts annotated, label names on both axes."""
     plt = _pyplot()
@@ -230,13 +239,9 @@ def plot_confusion(metrics: Mapping, out_png: str | Path) -> Path:
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                         color="white" if top and cm[i, j] > top / 2 else "black", fontsize=8)  # fmt: skip
         ax.set_title(f"confusion matrix (n={metrics.get('n', int(cm.sum()))})")
-        fig.tight_layout()
-        out_png = Path(out_png)
-        out_png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_png, dpi=100)
+        return _save(fig, out_png)
     finally:
         plt.close(fig)
-    return out_png
 
 
 def write_report(metrics: Mapping, out_dir: str | Path) -> dict[str, Path]:
@@ -295,13 +300,9 @@ def plot_embeddings(
         ax.set_title(f"embeddings ({method}, n={n})")
         ax.set_xticks([])
         ax.set_yticks([])
-        fig.tight_layout()
-        out_png = Path(out_png)
-        out_png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_png, dpi=100)
+        return _save(fig, out_png)
     finally:
         plt.close(fig)
-    return out_png
 
 
 STEPS = ("model", "+profile", "+focus", "+fusion", "+quality gate")
