@@ -229,33 +229,39 @@ def _long_runs(mask: np.ndarray, min_length: int) -> int:
     return int((ends - starts)[keep].sum())
 
 
+def _phrases(cues: AcousticCues) -> dict[str, str]:
+    """Each notable cue in words, keyed by what it is; the thresholds above choose the words."""
+    p = {}
+    if cues.contour != "unknown":
+        p["contour"] = f"F0 {cues.contour.replace('_', '-')}"
+    if cues.f0_std_st is not None and cues.f0_std_st >= HIGH_F0_STD_ST:
+        p["f0_high"] = f"strong F0 fluctuation ({cues.f0_std_st:.1f} st)"
+    elif cues.f0_std_st is not None and cues.f0_std_st <= LOW_F0_STD_ST:
+        p["f0_low"] = f"monotone F0 ({cues.f0_std_st:.1f} st)"
+    if cues.band_2_4k_ratio is not None and cues.band_2_4k_ratio >= HIGH_2_4K:
+        p["band_high"] = f"high 2–4 kHz energy ({cues.band_2_4k_ratio:.2f})"
+    elif cues.band_2_4k_ratio is not None and cues.band_2_4k_ratio <= LOW_2_4K:
+        p["band_low"] = f"little 2–4 kHz energy ({cues.band_2_4k_ratio:.2f})"
+    if cues.syllable_rate is not None and cues.syllable_rate >= FAST_RATE:
+        p["fast"] = f"fast ({cues.syllable_rate:.1f} syl/s)"
+    elif cues.syllable_rate is not None and cues.syllable_rate <= SLOW_RATE:
+        p["slow"] = f"slow ({cues.syllable_rate:.1f} syl/s)"
+    if cues.pause_ratio is not None and cues.pause_ratio >= MANY_PAUSES:
+        p["pauses"] = f"many pauses ({cues.pause_ratio:.0%})"
+    return p
+
+
+def _no_speech(cues: AcousticCues) -> bool:
+    return cues.f0_median_hz is None and cues.band_2_4k_ratio is None
+
+
 def describe(cues: AcousticCues) -> str:
     """The cues in words for a reviewer, e.g. "F0 rise-fall, high 2–4 kHz energy (0.31), fast (5.2 syl/s)"."""
-    parts = []
-    if cues.f0_median_hz is None and cues.band_2_4k_ratio is None:
+    if _no_speech(cues):
         return "no speech (silent or too short)"
-    if cues.contour == "unknown":
-        parts.append("no F0 contour (too little voicing)")
-    else:
-        parts.append(f"F0 {cues.contour.replace('_', '-')}")
-    if cues.f0_std_st is not None:
-        if cues.f0_std_st >= HIGH_F0_STD_ST:
-            parts.append(f"strong F0 fluctuation ({cues.f0_std_st:.1f} st)")
-        elif cues.f0_std_st <= LOW_F0_STD_ST:
-            parts.append(f"monotone F0 ({cues.f0_std_st:.1f} st)")
-    if cues.band_2_4k_ratio is not None:
-        if cues.band_2_4k_ratio >= HIGH_2_4K:
-            parts.append(f"high 2–4 kHz energy ({cues.band_2_4k_ratio:.2f})")
-        elif cues.band_2_4k_ratio <= LOW_2_4K:
-            parts.append(f"little 2–4 kHz energy ({cues.band_2_4k_ratio:.2f})")
-    if cues.syllable_rate is not None:
-        if cues.syllable_rate >= FAST_RATE:
-            parts.append(f"fast ({cues.syllable_rate:.1f} syl/s)")
-        elif cues.syllable_rate <= SLOW_RATE:
-            parts.append(f"slow ({cues.syllable_rate:.1f} syl/s)")
-    if cues.pause_ratio is not None and cues.pause_ratio >= MANY_PAUSES:
-        parts.append(f"many pauses ({cues.pause_ratio:.0%})")
-    return ", ".join(parts)
+    phrases = _phrases(cues)
+    first = phrases.pop("contour", "no F0 contour (too little voicing)")
+    return ", ".join([first, *phrases.values()])
 
 
 DISCLAIMER = "acoustic cues are evidence for a human reviewer, not a classifier"
@@ -268,21 +274,12 @@ def pair_reading(cues: AcousticCues) -> str:
     energy (the seed's "high-frequency hiss"). Strong F0 fluctuation, fast speech and many
     pauses fit either. E.g. "fearful: F0 rise-fall; either: fast (5.6 syl/s)".
     """
-    if cues.f0_median_hz is None and cues.band_2_4k_ratio is None:
+    if _no_speech(cues):
         return f"no speech to measure ({DISCLAIMER})"
-    fear, disgust, either = [], [], []
-    if cues.contour == "rise_fall":
-        fear.append("F0 rise-fall")
-    elif cues.contour == "low_rise":
-        disgust.append("F0 low-then-rise")
-    if cues.band_2_4k_ratio is not None and cues.band_2_4k_ratio >= HIGH_2_4K:
-        disgust.append(f"high 2–4 kHz energy ({cues.band_2_4k_ratio:.2f})")
-    if cues.f0_std_st is not None and cues.f0_std_st >= HIGH_F0_STD_ST:
-        either.append(f"strong F0 fluctuation ({cues.f0_std_st:.1f} st)")
-    if cues.syllable_rate is not None and cues.syllable_rate >= FAST_RATE:
-        either.append(f"fast ({cues.syllable_rate:.1f} syl/s)")
-    if cues.pause_ratio is not None and cues.pause_ratio >= MANY_PAUSES:
-        either.append(f"many pauses ({cues.pause_ratio:.0%})")
+    p = _phrases(cues)
+    fear = [p["contour"]] if cues.contour == "rise_fall" else []
+    disgust = [p[k] for k in ("contour", "band_high") if k in p and (k != "contour" or cues.contour == "low_rise")]
+    either = [p[k] for k in ("f0_high", "fast", "pauses") if k in p]
     parts = [f"{name}: {', '.join(found)}" for name, found in
              (("fearful", fear), ("disgusted", disgust), ("either", either)) if found]  # fmt: skip
     reading = "; ".join(parts) if parts else f"no cue points to fearful or disgusted ({describe(cues)})"
