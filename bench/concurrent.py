@@ -606,7 +606,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     from bench.speech import benchmark_audio
-    from stream.config import AnalyzerConfig
+    from stream.engine.config import AnalyzerConfig
 
     chunk_seconds = AnalyzerConfig().chunk_seconds
     if args.max_p95 is None:

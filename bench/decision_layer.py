@@ -50,8 +50,9 @@ def timed(fn, *args) -> float:
 
 def bench_arch(arch: str, audio: np.ndarray, segments: list[np.ndarray], args) -> dict:
     from models.loader import ModelOptions, load_scorer
-    from stream.analyzer import analyze_array
-    from stream.config import AnalyzerConfig, DecisionConfig, FocusConfig
+    from stream.engine.analyzer import analyze_array
+    from stream.decision.config import DecisionConfig, FocusConfig
+    from stream.engine.config import AnalyzerConfig
 
     scorer = load_scorer(ModelOptions(model_dir=str(random_model_dir(args.cache_dir, arch)), device="cpu",
                                       threads=args.threads, dtype=args.dtype))  # fmt: skip
@@ -83,9 +84,9 @@ def main(argv=None) -> int:
     args.cache_dir = args.cache_dir.expanduser()
     log(RANDOM_BANNER)
 
-    from stream.config import DecisionConfig
-    from stream.cues import acoustic_cues
-    from stream.quality import assess_quality
+    from stream.decision.config import DecisionConfig
+    from stream.decision.cues import acoustic_cues
+    from stream.decision.quality import assess_quality
 
     audio, _, _ = benchmark_audio(args.cache_dir, args.minutes)
     segments = segments_of(audio)

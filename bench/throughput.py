@@ -5,7 +5,7 @@
 (a) naive: what a funasr user writes for sliding-window emotion scores: one
     `AutoModel.generate(window)` per 0.4 s window at a 0.1 s hop. Timed on the first
     `--naive-windows` windows and extrapolated.
-(b) engine: `stream.analyzer.StreamAnalyzer` over the whole recording, fed in 0.1 s pieces as a
+(b) engine: `stream.engine.analyzer.StreamAnalyzer` over the whole recording, fed in 0.1 s pieces as a
     live client would (and, for comparison, all at once), counting its `window` events.
 
 Both use full-size emotion2vec+ architectures with RANDOM weights (no weights can be downloaded
@@ -211,7 +211,7 @@ def run_naive(scorer, audio: np.ndarray, n_windows: int) -> dict:
 # ---- (b) engine ---------------------------------------------------------------------------------
 def run_engine(scorer, audio: np.ndarray, config, feed_samples: int | None, device: str) -> dict:
     """StreamAnalyzer over the whole recording; feed_samples None = all at once."""
-    from stream.analyzer import StreamAnalyzer
+    from stream.engine.analyzer import StreamAnalyzer
 
     timed = TimedScorer(scorer, device)
     analyzer = StreamAnalyzer(timed, config=config, max_batch=1)
@@ -469,7 +469,7 @@ def main(argv=None) -> int:
     import torch
 
     from bench.speech import benchmark_audio
-    from stream.config import AnalyzerConfig
+    from stream.engine.config import AnalyzerConfig
 
     configs = [AnalyzerConfig(chunk_seconds=c, context_seconds=x) for c, x in pairs]
     t_start = time.perf_counter()

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .frames import CONV_LAYERS, SAMPLE_RATE, n_frames
+from .frames import CONV_LAYERS, n_frames
 from .labels import is_unused, token_to_label
-
-
-@dataclass(frozen=True)
-class FrameOutput:
-    """One waveform's encoder output on the 50 Hz frame grid."""
-
-    logits: np.ndarray  # (T, n_labels) float32: the head applied to each frame, usable labels only
-    features: np.ndarray  # (T, D) float32: final-layer frame features (funasr's frame embedding)
+from .scoring import FrameOutput, softmax
 
 
 class Emotion2vecScorer:
-    """Runs a funasr-built emotion2vec+ model on batches of 16 kHz waveforms."""
+    """Runs a funasr-built emotion2vec+ model on batches of 16 kHz waveforms (a `Scorer`)."""
 
     def __init__(self, auto_model, model_id: str, random_weights: bool, dtype: str = "float32"):
         """Wrap a loaded `funasr.AutoModel` (use models.loader.load_scorer to build one)."""
@@ -140,12 +132,4 @@ class Emotion2vecScorer:
         return softmax(output.logits.mean(axis=0))
 
 
-def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax in float64, returned as float32."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
-
-
-__all__ = ["Emotion2vecScorer", "FrameOutput", "softmax", "SAMPLE_RATE"]
+__all__ = ["Emotion2vecScorer"]

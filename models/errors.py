@@ -1,4 +1,9 @@
-"""The one exception hierarchy of emostream; each error has a stable code for clients."""
+"""The root of emostream's one exception hierarchy; each error has a stable code for clients.
+
+It lives in `models/`, the bottom layer, so every layer can raise these. Errors that belong to
+one layer subclass `EmostreamError` there: `ProtocolError` (stream.protocol), `Overloaded`
+(stream.server), `ListenError` (stream.cli).
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ SAMPLE_RATE = 16_000  # the model's input rate
 FRAME_STRIDE = 320  # samples between frame starts (conv stack strides 5·2·2·2·2·2·2)
 FRAME_FIELD = 400  # samples one frame sees (conv stack receptive field)
 FRAME_RATE = SAMPLE_RATE // FRAME_STRIDE  # 50 frames per second
+LOOKAHEAD = FRAME_FIELD - FRAME_STRIDE  # 80 samples past a stretch's end complete its last frame
 # (kernel, stride) of each conv layer in the waveform feature extractor.
 CONV_LAYERS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
 

@@ -9,10 +9,10 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from stream.errors import ConfigError, ModelUnavailable
-
 from .architectures import HUBS, SIZES, hub_id
+from .errors import ConfigError, ModelUnavailable
 from .random_weights import is_random_model_dir
+from .scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _quiet_funasr():
         root.setLevel(level)
 
 
-def load_scorer(opts: ModelOptions):
+def load_scorer(opts: ModelOptions) -> Scorer:
     """Load emotion2vec+ with funasr's AutoModel from a resolved directory and wrap it."""
     import torch
 

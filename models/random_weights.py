@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 import yaml
 
 from .architectures import ARCHITECTURES, TOKENS, funasr_config
+from .scoring import RANDOM_WEIGHTS_WARNING
 
 MARKER = "emostream_random_weights.json"
-WARNING = "RANDOM WEIGHTS: these scores are not emotion recognition (test/benchmark model)"
 
 
 def write_random_model_dir(path: str | Path, arch: str = "tiny", seed: int = 0) -> Path:
     """Write a funasr-layout emotion2vec+ directory of architecture `arch` with seeded random weights."""
+    import torch
     from funasr.models.emotion2vec.model import Emotion2vec
 
     if arch not in ARCHITECTURES:
@@ -51,7 +51,7 @@ def write_random_model_dir(path: str | Path, arch: str = "tiny", seed: int = 0) 
             indent=2,
         )
     )
-    (path / MARKER).write_text(json.dumps({"arch": arch, "seed": seed, "warning": WARNING}))
+    (path / MARKER).write_text(json.dumps({"arch": arch, "seed": seed, "warning": RANDOM_WEIGHTS_WARNING}))
     return path
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.emotion2vec import FrameOutput
 from models.frames import FRAME_STRIDE, n_frames
 from models.labels import LABELS
-from stream.analyzer import StreamCore
-from stream.config import AnalyzerConfig
-from stream.fear_disgust import EvidenceJob, FocusJob
+from models.scoring import FrameOutput
+from stream.engine.analyzer import StreamCore
+from stream.engine.config import AnalyzerConfig
+from stream.engine.jobs import EvidenceJob, FocusJob
+
 
 def planned_logits(plan, dim=4, feature=None):
     """Frame logits from `plan(t) -> {label: logit}` at each frame's stream time, for chunk and focus jobs.

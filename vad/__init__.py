@@ -1,13 +1,14 @@
 """Voice activity detection: a streaming speech segmenter over webrtcvad or Silero VAD."""
 
-from .classifiers import SAMPLE_RATES, FrameClassifier, make_classifier
-from .config import VadConfig
+from .backends import make_classifier
+from .base import FrameClassifier
+from .config import INPUT_RATES, VadConfig
 from .events import SpeechEnd, SpeechStart, VadEvent
 from .segmenter import SpeechSegmenter
 
 __all__ = [
-    "SAMPLE_RATES",
     "FrameClassifier",
+    "INPUT_RATES",
     "SpeechEnd",
     "SpeechSegmenter",
     "SpeechStart",

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Input rates the segmenter accepts, and so every live stream and file the engine takes at its own
+# rate; backends resample the others to DECISION_RATE for the speech decision only.
+INPUT_RATES = (8000, 16000, 32000, 44100, 48000)
+WEBRTC_RATES = (8000, 16000, 32000, 48000)
+SILERO_RATES = (8000, 16000)
+DECISION_RATE = 16000
+
 BACKENDS = ("webrtc", "silero")
 WEBRTC_FRAME_MS = (10, 20, 30)
 AGGRESSIVENESS = (0, 1, 2, 3)

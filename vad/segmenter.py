@@ -8,7 +8,7 @@ from itertools import islice
 
 import numpy as np
 
-from .classifiers import make_classifier
+from .backends import make_classifier
 from .config import VadConfig
 from .events import SpeechEnd, SpeechStart, VadEvent
 from .framing import FrameBuffer

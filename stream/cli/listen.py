@@ -12,17 +12,28 @@ otherwise), or with `--plain` one JSON line per event on stdout (notices go to s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
 import time
 from collections import deque
 from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .config import INPUT_RATES
-from .errors import EmostreamError
+from models.errors import EmostreamError
+from models.labels import with_emoji
+from stream.engine.analyzer import StreamAnalyzer
+from stream.engine.config import AnalyzerConfig
+from stream.engine.events import to_dict
+from stream.protocol.native import StartMessage, StopMessage
+from vad import INPUT_RATES
+
+from .options import analyzer_config, decision_data, load_scorer_from_args
 
 BLOCK_SECONDS = 0.1  # one PortAudio block
 STALL_SECONDS = 5.0  # no audio at all for this long: the input device is stuck
@@ -35,8 +46,10 @@ def evidence(message: dict) -> str:
     return f" — {message['evidence']}" if message.get("evidence") else ""
 
 
-class ListenError(Exception):
+class ListenError(EmostreamError):
     """A problem the user must fix (device, PortAudio, server): one line, exit code 2."""
+
+    code = "listen"
 
 
 # ---- options ---------------------------------------------------------------------------------
@@ -46,7 +59,7 @@ def add_listen_options(p) -> None:
     g.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     g.add_argument("--input-device", default=None, metavar="NAME_OR_INDEX",
                    help="input device: index or (part of) a name from --list-devices (default: the system default)")
-    g.add_argument("--sample-rate", type=int, choices=INPUT_RATES, default=16000,
+    g.add_argument("--sample-rate", type=int, choices=INPUT_RATES, default=AnalyzerConfig.sample_rate,
                    help="capture rate in Hz (default 16000; resampled to 16 kHz for the model)")
     g.add_argument("--seconds", type=float, default=None, metavar="N",
                    help="stop after N seconds of captured audio (default: until Ctrl-C)")
@@ -126,8 +139,6 @@ class LiveState:
     """What the live view shows, updated message by message; `lines()` renders it."""
 
     def __init__(self, source: str):
-        from models.labels import with_emoji
-
         self.emoji = with_emoji
         self.source = source
         self.seconds = 0.0
@@ -310,9 +321,6 @@ class LocalEngine:
     """The in-process StreamAnalyzer; analysis runs in a worker thread, not in the event loop."""
 
     def __init__(self, analyzer, emit: Callable[[dict], None]):
-        from .events import to_dict
-
-        self._to_dict = to_dict
         self.analyzer = analyzer
         self.emit = emit
 
@@ -322,18 +330,16 @@ class LocalEngine:
     async def feed(self, block: np.ndarray) -> None:
         events = await asyncio.get_running_loop().run_in_executor(None, self.analyzer.feed, block)
         for event in events:
-            self.emit(self._to_dict(event))
+            self.emit(to_dict(event))
 
     async def finish(self) -> None:
         events = await asyncio.get_running_loop().run_in_executor(None, self.analyzer.flush)
         for event in events:
-            self.emit(self._to_dict(event))
+            self.emit(to_dict(event))
 
 
 def server_url(url: str) -> str:
     """ws://host:port -> ws://host:port/ws/stream (a URL with a path is kept as given)."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
         raise ListenError(f"--server must be a ws:// or wss:// URL, got {url!r}")
@@ -358,9 +364,6 @@ class ServerEngine:
         self.closed_early = False
 
     async def start(self) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
-
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
             self.ws = await asyncio.wait_for(
@@ -371,13 +374,11 @@ class ServerEngine:
             raise ListenError(f"the server refused the connection: HTTP {status}{hint}") from None
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
             raise ListenError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
-        await self.ws.send(json.dumps({"type": "start", "sample_rate": self.rate, "encoding": "pcm_s16le",
-                                       "context": self.context, "metadata": {"source": "emostream listen"}}))
+        start = StartMessage(self.rate, "pcm_s16le", context=self.context, metadata={"source": "emostream listen"})
+        await self.ws.send(json.dumps(start.to_dict()))
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         try:
             async for text in self.ws:
                 if isinstance(text, str):
@@ -387,8 +388,6 @@ class ServerEngine:
         self.closed_early = True
 
     async def feed(self, block: np.ndarray) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         if self._reader.done():
             raise ListenError(f"the server closed the connection ({self._close_reason()})")
         try:
@@ -401,12 +400,10 @@ class ServerEngine:
         return f"{rcvd.code} {rcvd.reason}".strip() if rcvd else "no close frame"
 
     async def finish(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         if self.ws is None:
             return
         try:
-            await self.ws.send(json.dumps({"type": "stop"}))
+            await self.ws.send(json.dumps(StopMessage().to_dict()))
             await asyncio.wait_for(asyncio.shield(self._reader), 60)  # final events, summary, close 1000
         except ConnectionClosed:
             pass
@@ -494,11 +491,6 @@ def run(args) -> int:
         if args.server:
             engine_factory = lambda emit: ServerEngine(args.server, args.token, args.sample_rate, emit, args.context)  # noqa: E731
         else:
-            import dataclasses
-
-            from .analyzer import StreamAnalyzer
-            from .cli import analyzer_config, decision_data, load_scorer_from_args
-
             config = dataclasses.replace(analyzer_config(args), sample_rate=args.sample_rate)
             scorer = load_scorer_from_args(args)
             data = decision_data(args, scorer)
@@ -513,7 +505,7 @@ def run(args) -> int:
         finally:
             out.close()
         return 0
-    except (ListenError, EmostreamError, OSError) as exc:
+    except (EmostreamError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before capture started (e.g. while the model loads)

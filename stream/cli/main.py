@@ -3,114 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from .errors import EmostreamError
+import numpy as np
+from tqdm import tqdm
 
+from models.architectures import ARCHITECTURES
+from models.errors import EmostreamError
+from models.labels import with_emoji
+from models.random_weights import write_random_model_dir
+from models.scoring import RANDOM_WEIGHTS_WARNING
+from stream.decision.fusion import DISGUST, FEAR, compute_centroids, cosine, kmeans_view
+from stream.decision.profiles import ProfileLibrary, estimate_bias, load_library, save_library
+from stream.offline.analyze import GRANULARITIES, analyze_audio, output_dir, write_outputs
+from stream.offline.audio_file import load
+from stream.offline.evaluation import EMBEDDING_METHODS, evaluate, plot_embeddings, read_manifest, write_report
+from stream.offline.labelled import embed, find_items, needs_model, saved_model_id
+from stream.server.app import serve
+from stream.server.recording import repair
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--model", choices=("seed", "base", "large"), default=None, help="emotion2vec+ size (default large)")
-    g.add_argument("--hub", choices=("ms", "hf"), default=None, help="ModelScope (ms, default) or Hugging Face (hf)")
-    g.add_argument("--model-dir", default=None, help="local funasr model directory (or EMOSTREAM_MODEL_DIR)")
-    g.add_argument("--device", default=None, help="auto (default: CUDA when available), cpu, cuda or cuda:N")
-    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
-                   help="compute precision (default float32; bfloat16 on CPUs with native bf16 or CUDA)")
-    g.add_argument("--half", dest="dtype", action="store_const", const="float16", help="float16 on CUDA")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
-    g.add_argument("--offline", action="store_true", default=None, help="never download (or EMOSTREAM_OFFLINE=1)")
-
-
-def _add_analysis_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("analysis")
-    g.add_argument("--window", type=float, default=0.4, help="window length in seconds (default 0.4)")
-    g.add_argument("--hop", type=float, default=0.1, help="window hop in seconds (default 0.1)")
-    g.add_argument("--chunk", type=float, default=2.0, help="scoring chunk in seconds (default 2.0)")
-    g.add_argument("--chunk-context", type=float, default=1.0, help="left context per chunk, seconds (default 1.0)")
-    g.add_argument("--vad", choices=("webrtc", "silero"), default="webrtc", help="VAD backend (default webrtc)")
-    g.add_argument("--vad-aggressiveness", type=int, choices=(0, 1, 2, 3), default=2)
-    g = p.add_argument_group("fear/disgust decision layer (README: 'The fear/disgust layer')")
-    g.add_argument("--profiles", type=Path, default=os.environ.get("EMOSTREAM_PROFILES"),
-                   help="domain-profile library YAML (default: the shipped, neutral stream/profiles.yaml)")
-    g.add_argument("--centroids", type=Path, default=os.environ.get("EMOSTREAM_CENTROIDS"),
-                   help="fear/disgust centres from `emostream calibrate` (enables fusion)")
-    g.add_argument("--review-gap", type=float, default=0.15, help="review when |fear - disgust| < this (0.15)")
-    g.add_argument("--dual-min-peak", type=float, default=0.60, help="dual report: both peaks above this (0.60)")
-    g.add_argument("--dual-max-gap", type=float, default=0.05, help="dual report: peaks closer than this (0.05)")
-    g.add_argument("--fusion-gap", type=float, default=0.12, help="fuse when |fear - disgust| < this (0.12)")
-    g.add_argument("--no-fusion", action="store_true", help="never fuse, even with --centroids")
-    g.add_argument("--no-quality-gate", action="store_true", help="never withhold a fear/disgust call on poor audio")
-    g.add_argument("--min-snr", type=float, default=15.0, help="quality bar: SNR in dB (15)")
-    g.add_argument("--max-clipping", type=float, default=0.01, help="quality bar: clipped fraction (0.01)")
-    g.add_argument("--min-bandwidth", type=float, default=3000.0, help="quality bar: bandwidth in Hz (3000)")
-    g.add_argument("--cues", choices=("flagged", "always", "off"), default="flagged",
-                   help="acoustic cues for segments where fear/disgust lead or a dual report fires (default), all, none")
-    g.add_argument("--no-focus", action="store_true", help="do not re-score the focus crop of ambiguous segments")
-    g.add_argument("--focus-decides", action="store_true", help="let the focus crop's fear/disgust call replace the segment's")
-
-
-def analyzer_config(args):
-    """The AnalyzerConfig the analysis options describe."""
-    from vad import VadConfig
-
-    from .calibration import FusionConfig
-    from .config import AnalyzerConfig, DecisionConfig, FocusConfig
-    from .quality import QualityBar
-
-    return AnalyzerConfig(
-        window_seconds=args.window,
-        hop_seconds=args.hop,
-        chunk_seconds=args.chunk,
-        context_seconds=args.chunk_context,
-        vad=VadConfig(backend=args.vad, aggressiveness=args.vad_aggressiveness),
-        decisions=DecisionConfig(
-            review_gap=args.review_gap,
-            dual_min_peak=args.dual_min_peak,
-            dual_max_gap=args.dual_max_gap,
-            quality_gate=not args.no_quality_gate,
-            quality=QualityBar(args.min_snr, args.max_clipping, args.min_bandwidth),
-            cues=args.cues,
-            fusion=FusionConfig(enabled=not args.no_fusion, close_gap=args.fusion_gap),
-            focus=FocusConfig(enabled=not args.no_focus, decide=args.focus_decides),
-        ),
-    )
-
-
-def decision_data(args, scorer):
-    """The profile library and centres the options name, checked against the loaded model."""
-    from .fear_disgust import DecisionData
-
-    return DecisionData.load(scorer, args.profiles, args.centroids)
-
-
-def load_scorer_from_args(args):
-    """Load the scorer the model options describe."""
-    from models.loader import ModelOptions, load_scorer
-
-    opts = ModelOptions.from_env(
-        model=args.model,
-        hub=args.hub,
-        model_dir=args.model_dir,
-        device=args.device,
-        dtype=args.dtype,
-        threads=args.threads,
-        offline=args.offline,
-    )
-    return load_scorer(opts)
+from .listen import add_listen_options
+from .listen import run as run_listen
+from .options import (
+    add_analysis_options,
+    add_model_options,
+    add_server_options,
+    analyzer_config,
+    decision_data,
+    load_scorer_from_args,
+    settings_from_args,
+)
 
 
 def cmd_analyze(args) -> int:
     """Analyze files like the seed's WebUI; one output folder per input."""
-    from tqdm import tqdm
-
-    from models.labels import with_emoji
-
-    from .audio_file import load
-    from .offline import analyze_audio, output_dir, write_outputs
-
     config = analyzer_config(args)
     scorer = load_scorer_from_args(args)
     data = decision_data(args, scorer)
@@ -152,8 +83,6 @@ def _skip(item, exc) -> None:
 
 def _embedded_items(args):
     """Items of `args.source` with their embeddings; the model is loaded only for audio items."""
-    from .labelled import embed, find_items, needs_model, saved_model_id
-
     items = find_items(args.source)
     scorer = load_scorer_from_args(args) if needs_model(items) else None
     model_id = scorer.model_id if scorer else (getattr(args, "model_id", None) or saved_model_id(items))
@@ -162,12 +91,6 @@ def _embedded_items(args):
 
 def cmd_calibrate(args) -> int:
     """Fear/disgust centres (and optionally a domain's logit bias) from labelled data."""
-    import json
-
-    import numpy as np
-
-    from .calibration import DISGUST, FEAR, compute_centroids, cosine, kmeans_view
-
     embedded, model_id, scorer = _embedded_items(args)
     pair = [e for e in embedded if e.item.label in (FEAR, DISGUST)]
     unlabelled = [e for e in embedded if e.item.label is None]
@@ -207,12 +130,6 @@ def cmd_calibrate(args) -> int:
 
 def _calibrate_domain(args, embedded) -> dict:
     """Estimate the domain profile's logit bias (label shift) and write an updated library."""
-    from dataclasses import replace
-
-    import numpy as np
-
-    from .profiles import ProfileLibrary, estimate_bias, load_library, save_library
-
     usable = [e for e in embedded if e.logits is not None and e.item.label is not None]
     if not usable:
         raise EmostreamError("--domain needs labelled audio items (saved embeddings carry no logits)")
@@ -230,10 +147,6 @@ def _calibrate_domain(args, embedded) -> dict:
 
 def cmd_evaluate(args) -> int:
     """Metrics of the model plus decision layer on a labelled manifest."""
-    import json
-
-    from .evaluation import evaluate, read_manifest, write_report
-
     config = analyzer_config(args)
     items = read_manifest(args.manifest)
     scorer = load_scorer_from_args(args)
@@ -258,10 +171,6 @@ def cmd_evaluate(args) -> int:
 
 def cmd_embeddings_plot(args) -> int:
     """A 2-D map of embeddings coloured by label."""
-    import numpy as np
-
-    from .evaluation import plot_embeddings
-
     embedded, _, _ = _embedded_items(args)
     path = plot_embeddings(np.stack([e.embedding for e in embedded]),
                            [e.item.label or "unlabelled" for e in embedded], args.out, args.method)  # fmt: skip
@@ -271,24 +180,21 @@ def cmd_embeddings_plot(args) -> int:
 
 def cmd_make_model(args) -> int:
     """Write a random-weight model directory (for tests, demos, benchmarks)."""
-    from models.random_weights import WARNING, write_random_model_dir
-
     path = write_random_model_dir(args.dir, args.arch, args.seed)
-    print(f"wrote {args.arch} model with random weights to {path}\n{WARNING}")
+    print(f"wrote {args.arch} model with random weights to {path}\n{RANDOM_WEIGHTS_WARNING}")
     return 0
 
 
 def cmd_serve(args) -> int:
     """Run the live server."""
-    import server
-
-    return server.serve(args)
+    settings = settings_from_args(args, analyzer_config(args))
+    settings.check()  # before the model loads: a bad option fails fast
+    serve(settings, load_scorer_from_args(args))
+    return 0
 
 
 def cmd_repair(args) -> int:
     """Repair recordings of sessions whose server was killed."""
-    from .recording import repair
-
     for path in args.sessions:
         report = repair(path)
         print(f"{path}: {report}")
@@ -303,29 +209,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="analyze audio files (WAV, MP3, M4A, FLAC, OGG)")
     p.add_argument("files", nargs="+", type=Path)
-    p.add_argument("--granularity", choices=("utterance", "frame"), default="utterance")
+    p.add_argument("--granularity", choices=GRANULARITIES, default=GRANULARITIES[0])
     p.add_argument("--context", default=None, help="domain context text: selects a profile from --profiles (e.g. 'medical consultation')")
     p.add_argument("--embedding", action="store_true", help="also write embedding.npy")
     p.add_argument("--out", type=Path, default=Path("outputs"), help="parent folder of the result folders")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_model_options(p)
-    _add_analysis_options(p)
+    add_model_options(p)
+    add_analysis_options(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("serve", help="run the live server (WebSocket, Twilio, HTTP API)")
-    import server
-
-    server.add_server_options(p)
-    _add_model_options(p)
-    _add_analysis_options(p)
+    add_server_options(p)
+    add_model_options(p)
+    add_analysis_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("listen", help="analyze the microphone live in the terminal")
-    from .listen import add_listen_options, run as run_listen
-
     add_listen_options(p)
-    _add_model_options(p)
-    _add_analysis_options(p)
+    add_model_options(p)
+    add_analysis_options(p)
     p.set_defaults(func=run_listen)
 
     p = sub.add_parser("repair", help="repair recordings after a crash (WAV header, torn JSONL line)")
@@ -340,15 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", default=None, help="also estimate this profile's logit bias from the labelled audio")
     p.add_argument("--profiles", type=Path, default=None, help="library to start from (default: the shipped one)")
     p.add_argument("--profiles-out", type=Path, default=None, help="where --domain writes the updated library")
-    _add_model_options(p)
+    add_model_options(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("evaluate", help="accuracy, UAR, macro-F1, confusion and fear/disgust pair accuracy per step")
     p.add_argument("manifest", type=Path, help="JSONL manifest: path/wav/audio + label/emo per line")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json, confusion_matrix.png, predictions.jsonl")
     p.add_argument("--context", default=None, help="domain context text for every item (selects a profile)")
-    _add_model_options(p)
-    _add_analysis_options(p)
+    add_model_options(p)
+    add_analysis_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("embeddings", help="work with exported embeddings")
@@ -356,13 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = emb.add_parser("plot", help="2-D map (t-SNE or UMAP) of embeddings coloured by label")
     p.add_argument("source", type=Path, help="JSONL manifest or folder per label (.npy embeddings or audio)")
     p.add_argument("--out", type=Path, default=Path("embeddings.png"))
-    p.add_argument("--method", choices=("tsne", "umap"), default="tsne")
-    _add_model_options(p)
+    p.add_argument("--method", choices=EMBEDDING_METHODS, default=EMBEDDING_METHODS[0])
+    add_model_options(p)
     p.set_defaults(func=cmd_embeddings_plot)
 
     p = sub.add_parser("make-model", help="write a model directory with RANDOM weights (tests/demos)")
     p.add_argument("dir", type=Path)
-    p.add_argument("--arch", choices=("tiny", "seed", "base", "large"), default="tiny")
+    p.add_argument("--arch", choices=tuple(ARCHITECTURES), default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_model)
     return parser

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 from scipy.signal import find_peaks, welch
 
-SAMPLE_RATE = 16000
+from models.frames import SAMPLE_RATE
 
 # Pitch tracking (librosa.pyin).
 F0_MIN_HZ = 60.0  # below the lowest common male F0

@@ -3,17 +3,18 @@
 The model's scores for a segment (or a whole file) pass through these steps, each switchable in
 `DecisionConfig` and each reported in the resulting `Decision`:
 
-1. *profile* — the domain profile's logit bias is already in the scores (`stream/profiles.py`);
+1. *profile* — the domain profile's logit bias is already in the scores (`profiles.py`);
 2. *focus* — where fear and disgust are close, the 0.3–0.8 s crop around their strongest
    evidence in the frame timeline is re-scored alone and reported beside the segment's scores;
 3. *fusion* — with calibrated centres loaded, a close fear/disgust call is re-decided with the
-   embedding's cosine similarity to each centre (`stream/calibration.py`);
+   embedding's cosine similarity to each centre (`fusion.py`);
 4. *quality gate* — on audio below the quality bar a fear or disgust call becomes `unknown`
-   with the reason (`stream/quality.py`).
+   with the reason (`quality.py`).
 
-Acoustic cues (`stream/cues.py`) are measured for the segments where the call is at stake and
+Acoustic cues (`cues.py`) are measured for the segments where the call is at stake and
 quoted in words in review flags and dual-emotion reports: evidence for a human, never an input
-to the decision. Everything here is sans-I/O; the model is reached only through jobs.
+to the decision. Everything here is sans-I/O; `checks.py` runs these steps in one order for live
+segments and whole files alike.
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ from typing import Mapping
 
 import numpy as np
 
-from models.emotion2vec import softmax
-from models.frames import FRAME_STRIDE, SAMPLE_RATE
+from models.frames import FRAME_STRIDE, LOOKAHEAD, SAMPLE_RATE
+from models.scoring import Scorer, softmax
 
-from .calibration import DISGUST, FEAR, Centroids, fuse
-from .chunks import LOOKAHEAD
 from .config import DecisionConfig
 from .cues import AcousticCues, acoustic_cues, pair_reading
+from .fusion import DISGUST, FEAR, Centroids, fuse
 from .profiles import Profile, ProfileLibrary, load_library, select_profile
 from .quality import AudioQuality, assess_quality
 
@@ -159,7 +159,7 @@ class DecisionData:
         return select_profile(context, self.library)
 
     @classmethod
-    def load(cls, scorer, profiles: str | Path | None = None, centroids: str | Path | None = None) -> DecisionData:
+    def load(cls, scorer: Scorer, profiles: str | Path | None = None, centroids: str | Path | None = None) -> DecisionData:
         """Read a profile library (default: the shipped one) and centres made with `scorer`'s model."""
         return cls(
             library=load_library(profiles),
@@ -294,30 +294,3 @@ def pair_evidence(logits: np.ndarray, labels) -> np.ndarray:
     """Per-frame p(fearful) + p(disgusted) from (T, 9) logits in `labels` order."""
     probs = softmax(logits)
     return probs[:, list(labels).index(FEAR)] + probs[:, list(labels).index(DISGUST)]
-
-
-@dataclass(frozen=True, eq=False)  # compared and hashed by identity, like ChunkJob
-class FocusJob:
-    """A segment's focus crop waiting to be scored alone by the model."""
-
-    stream: object
-    segment: int
-    start: float  # stream seconds of the crop's first frame
-    end: float  # stream seconds where its last frame's hop ends
-    audio: np.ndarray  # 16 kHz float32
-
-
-@dataclass(frozen=True, eq=False)
-class EvidenceJob:
-    """A segment's audio waiting for its quality and cue measurements (CPU only, no model)."""
-
-    stream: object
-    segment: int
-    audio: np.ndarray  # the whole segment, 16 kHz float32
-    source_rate: int
-    config: DecisionConfig
-    cue_span: tuple[int, int] | None  # samples of `audio` whose cues to measure; None: no cues
-
-    def run(self) -> Evidence:
-        """Measure (pitch tracking takes ~0.03 s per second of audio: run it off the event loop)."""
-        return measure(self.audio, self.source_rate, self.config, self.cue_span)

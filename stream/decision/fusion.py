@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from models.errors import ConfigError
 
 FEAR = "fearful"
 DISGUST = "disgusted"

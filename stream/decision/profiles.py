@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from models.errors import ConfigError
 from models.labels import LABELS
-
-from .errors import ConfigError
+from models.scoring import softmax
 
 DEFAULT_LIBRARY_PATH = Path(__file__).with_name("profiles.yaml")
 DEFAULT_PROFILE = "general"
@@ -191,14 +191,6 @@ def apply_bias(logits: np.ndarray, profile: Profile) -> np.ndarray:
     return logits + profile.bias_vector().astype(logits.dtype if logits.dtype.kind == "f" else np.float64)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def estimate_bias(
     domain_logits: np.ndarray,
     labels: Sequence[str],
@@ -231,7 +223,7 @@ def estimate_bias(
     counts = np.array([labels.count(lab) for lab in LABELS], dtype=np.float64)
     p_domain = (counts + 1.0) / (n + k)
     if reference_prior is None:
-        p_ref = (softmax(logits).sum(axis=0) + 1.0) / (n + k)
+        p_ref = (softmax(logits, dtype=np.float64).sum(axis=0) + 1.0) / (n + k)
     else:
         if isinstance(reference_prior, Mapping):
             p_ref = np.array([float(reference_prior.get(lab, 0.0)) for lab in LABELS])

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import welch
 
-from .errors import ConfigError
-
-SAMPLE_RATE = 16000
+from models.errors import ConfigError
+from models.frames import SAMPLE_RATE
 
 # SNR from the distribution of 20 ms frame powers (see `estimate_snr`).
 FRAME_SECONDS = 0.020

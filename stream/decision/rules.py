@@ -1,4 +1,4 @@
-"""Segment-level decision rules: review flags and dual-emotion reports (the seed's step 4).
+"""Segment-level decision rules and their findings: review flags and dual-emotion reports (the seed's step 4).
 
 The seed says "fear > 60% and disgust > 60%", which one softmax vector can never satisfy.
 We define the dual-emotion rule on each emotion's *peak smoothed score over the segment's
@@ -7,10 +7,40 @@ windows* (what the frame view shows), and the review rule on the segment's utter
 
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Mapping
 
 from .config import DecisionConfig
-from .events import DualEmotion, Review
+
+
+@dataclass(frozen=True)
+class DualEmotion:
+    """Two emotions both peaked high and close within one segment."""
+
+    type: ClassVar[str] = "dual_emotion"
+    segment: int
+    start: float
+    end: float
+    emotions: tuple[str, str]
+    peaks: Mapping[str, float]
+    gap: float
+    reason: str
+    evidence: str | None = None  # acoustic cues in words, for a human (never used to decide)
+
+
+@dataclass(frozen=True)
+class Review:
+    """A segment led by fear or disgust whose two scores are too close to call."""
+
+    type: ClassVar[str] = "review"
+    segment: int
+    start: float
+    end: float
+    leading: str
+    runner_up: str
+    gap: float
+    reason: str
+    evidence: str | None = None  # acoustic cues, focus crop, fusion and quality in words
 
 
 def review_flag(

@@ -13,23 +13,21 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from models.emotion2vec import softmax
 from models.frames import FRAME_STRIDE, SAMPLE_RATE
-from models.random_weights import WARNING
+from models.scoring import RANDOM_WEIGHTS_WARNING, FrameOutput, Scorer, softmax
+from stream.decision.checks import conclude, focus_of, plan_checks
+from stream.decision.fear_disgust import Evidence, Focus
+from stream.decision.fusion import Centroids
+from stream.decision.profiles import Profile, default_profile
 from vad import SpeechEnd, SpeechSegmenter, SpeechStart
 
 from .buffer import AudioBuffer
-from .calibration import Centroids
-from .chunks import LOOKAHEAD, ChunkJob, chunks_ready, full_chunk, last_chunk
+from .chunks import chunks_ready, full_chunk, last_chunk
 from .config import AnalyzerConfig
-from .decisions import dual_emotion, review_flag
 from .events import Event, Info, Segment, Transition, Window
-from .fear_disgust import EvidenceJob, Focus, FocusJob, cue_span, decide, plan_focus
 from .input_audio import InputResampler
-from .profiles import Profile, default_profile
+from .jobs import ChunkJob, EvidenceJob, FocusJob, Job
 from .smoother import Smoother
-
-Job = ChunkJob | FocusJob | EvidenceJob
 
 
 class _OpenSegment:
@@ -48,7 +46,7 @@ class _OpenSegment:
         # The decision layer's checks, started once all frames are scored.
         self.scores: dict[str, float] | None = None
         self.checks_out = 0
-        self.evidence = None
+        self.evidence: Evidence | None = None
         self.focus: Focus | None = None
 
     @property
@@ -90,7 +88,7 @@ class StreamCore:
                 random_weights=random_weights,
                 labels=self.labels,
                 parameters=config.describe(),
-                warning=WARNING if random_weights else None,
+                warning=RANDOM_WEIGHTS_WARNING if random_weights else None,
                 profile=self.profile.describe(),
                 centroids=centroids.describe() if centroids is not None else None,
             )
@@ -164,7 +162,6 @@ class StreamCore:
         audio = self._audio.slice(seg.start + span.audio_start, seg.start + span.audio_stop)
         self._jobs.append(
             ChunkJob(
-                stream=self,
                 segment=seg.index,
                 origin=seg.start + span.first_frame * FRAME_STRIDE,
                 first_frame=span.first_frame,
@@ -194,15 +191,14 @@ class StreamCore:
         jobs, self._jobs = self._jobs, []
         return jobs
 
-    def complete(self, job: Job, output) -> None:
+    def complete(self, job: Job, output: FrameOutput | Evidence) -> None:
         """Give back a job's result; events that became final are queued."""
         seg = next(s for s in self._segments if s.index == job.segment)
         if isinstance(job, EvidenceJob):
             seg.evidence = output
             seg.checks_out -= 1
         elif isinstance(job, FocusJob):
-            scores = softmax((output.logits + self._bias).mean(axis=0))
-            seg.focus = Focus(job.start, job.end, self._named(scores))
+            seg.focus = focus_of(job.crop, output.logits + self._bias, self.labels, job.origin)
             seg.checks_out -= 1
         else:
             rows = slice(job.skip_frames, job.skip_frames + job.n_owned)
@@ -301,15 +297,12 @@ class StreamCore:
         """All frames are in: measure the segment's audio and, if ambiguous, re-score its focus crop."""
         decisions = self.config.decisions
         seg.scores = self._named(softmax(frames.mean(axis=0)))
-        dual = dual_emotion(decisions, seg.index, 0.0, 0.0, self._named(seg.peaks)) is not None
         audio = self._audio.slice(seg.start, seg.end)
-        cues = cue_span(decisions, seg.scores, dual, frames, self.labels, len(audio))
-        self._check(seg, EvidenceJob(self, seg.index, audio, self.config.sample_rate, decisions, cues))
-        crop = plan_focus(decisions, seg.scores, frames, self.labels)
-        if crop is not None:
-            a, b = crop
-            start, end = (seg.start + a) / SAMPLE_RATE, (seg.start + b - LOOKAHEAD) / SAMPLE_RATE
-            self._check(seg, FocusJob(self, seg.index, start, end, audio[a:b]))
+        plan = plan_checks(decisions, self.labels, seg.scores, frames, len(audio), self._named(seg.peaks))
+        self._check(seg, EvidenceJob(seg.index, audio, self.config.sample_rate, decisions, plan.cue_span))
+        if plan.crop is not None:
+            a, b = plan.crop
+            self._check(seg, FocusJob(seg.index, plan.crop, seg.start, audio[a:b]))
 
     def _check(self, seg: _OpenSegment, job: Job) -> None:
         self._jobs.append(job)
@@ -319,29 +312,24 @@ class StreamCore:
         start, end = seg.start / SAMPLE_RATE, seg.end / SAMPLE_RATE
         scores, peaks = seg.scores, self._named(seg.peaks)
         embedding = seg.feature_sum / len(frames) if seg.feature_sum is not None else None
-        decision = decide(
-            self.config.decisions, scores, seg.evidence, self.profile, embedding, self.centroids, seg.focus
+        found = conclude(
+            self.config.decisions, scores, seg.evidence, self.profile, embedding, self.centroids, seg.focus,
+            seg.index, start, end, peaks,
         )
         self._events.append(
             Segment(
                 index=seg.index,
                 start=start,
                 end=end,
-                emotion=decision.emotion,
+                emotion=found.decision.emotion,
                 confidence=max(scores.values()),
                 scores=scores,
                 peaks=peaks,
                 n_windows=seg.windows_done,
-                decision=decision.to_dict(),
+                decision=found.decision.to_dict(),
             )
         )
-        decisions = self.config.decisions
-        for event in (
-            review_flag(decisions, seg.index, start, end, scores, decision.review_evidence()),
-            dual_emotion(decisions, seg.index, start, end, peaks, decision.evidence),
-        ):
-            if event is not None:
-                self._events.append(event)
+        self._events.extend(event for event in (found.review, found.dual) if event is not None)
 
     def _named(self, values: np.ndarray) -> dict[str, float]:
         return {label: float(v) for label, v in zip(self.labels, values)}
@@ -352,13 +340,13 @@ class StreamAnalyzer:
 
     def __init__(
         self,
-        scorer,
+        scorer: Scorer,
         config: AnalyzerConfig | None = None,
         max_batch: int = 1,
         profile: Profile | None = None,
         centroids: Centroids | None = None,
     ):
-        """Analyze one stream with `scorer` (an Emotion2vecScorer or anything with its interface).
+        """Analyze one stream with `scorer` (any `Scorer`: emotion2vec+, or a scripted one in tests).
 
         `max_batch` > 1 scores several pending chunks per forward pass (faster on a GPU; results
         then differ from batch size 1 only by float rounding).
@@ -391,7 +379,7 @@ class StreamAnalyzer:
         return self.core.take_events()
 
 
-def analyze_array(scorer, samples: np.ndarray, config: AnalyzerConfig | None = None, max_batch: int = 1) -> list[Event]:
+def analyze_array(scorer: Scorer, samples: np.ndarray, config: AnalyzerConfig | None = None, max_batch: int = 1) -> list[Event]:
     """All events of a whole recording fed at once."""
     analyzer = StreamAnalyzer(scorer, config, max_batch)
     return analyzer.feed(samples) + analyzer.flush()

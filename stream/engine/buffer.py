@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.frames import SAMPLE_RATE
+
 
 class AudioBuffer:
     """Holds samples [offset, end) of a stream; appends are amortised O(1), no per-chunk copies."""
 
-    def __init__(self, capacity: int = 16000 * 8):
+    def __init__(self, capacity: int = SAMPLE_RATE * 8):
         """Start empty at stream sample 0."""
         self._data = np.zeros(capacity, dtype=np.float32)
         self._len = 0

@@ -11,24 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from models.frames import FRAME_FIELD, FRAME_STRIDE, n_frames
-
-LOOKAHEAD = FRAME_FIELD - FRAME_STRIDE  # 80 samples past a chunk's end complete its last frame
-
-
-@dataclass(frozen=True, eq=False)  # compared and hashed by identity: schedulers key on jobs
-class ChunkJob:
-    """A piece of one stream's speech waiting to be scored by the model."""
-
-    stream: object  # the analyzer it belongs to (hashable identity for schedulers)
-    segment: int
-    origin: int  # absolute 16 kHz sample where the first owned frame starts
-    first_frame: int  # segment frame index of the first frame this job owns
-    skip_frames: int  # leading frames of context to drop from the model output
-    n_owned: int  # frames this job owns
-    audio: np.ndarray  # 16 kHz float32, context included
+from models.frames import FRAME_STRIDE, LOOKAHEAD, n_frames
 
 
 @dataclass(frozen=True)

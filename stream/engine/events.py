@@ -1,9 +1,15 @@
-"""The events an analyzer emits: frozen, JSON-serialisable, documented in docs/events.md."""
+"""The events an analyzer emits: frozen, JSON-serialisable, documented in docs/events.md.
+
+`Review` and `DualEmotion` are the decision layer's findings (stream.decision.rules); the
+engine emits them beside its own events, and this module gathers every type into `Event`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import ClassVar, Mapping, Union
+
+from stream.decision.rules import DualEmotion, Review
 
 
 def _r(x: float) -> float:
@@ -53,7 +59,7 @@ class Segment:
     scores: Mapping[str, float]  # softmax of the mean frame logits over the whole segment
     peaks: Mapping[str, float]  # each emotion's highest smoothed score over the segment's windows
     n_windows: int
-    decision: Mapping[str, object] | None = None  # fear_disgust.Decision.to_dict(): what each step did
+    decision: Mapping[str, object] | None = None  # decision.Decision.to_dict(): what each step did
 
 
 @dataclass(frozen=True)
@@ -67,36 +73,6 @@ class Transition:
     from_emotion: str
     to_emotion: str
     flagged: bool  # fear <-> disgust: the pair the seed cares most about
-
-
-@dataclass(frozen=True)
-class DualEmotion:
-    """Two emotions both peaked high and close within one segment."""
-
-    type: ClassVar[str] = "dual_emotion"
-    segment: int
-    start: float
-    end: float
-    emotions: tuple[str, str]
-    peaks: Mapping[str, float]
-    gap: float
-    reason: str
-    evidence: str | None = None  # acoustic cues in words, for a human (never used to decide)
-
-
-@dataclass(frozen=True)
-class Review:
-    """A segment led by fear or disgust whose two scores are too close to call."""
-
-    type: ClassVar[str] = "review"
-    segment: int
-    start: float
-    end: float
-    leading: str
-    runner_up: str
-    gap: float
-    reason: str
-    evidence: str | None = None  # acoustic cues, focus crop, fusion and quality in words
 
 
 Event = Union[Info, Window, Segment, Transition, DualEmotion, Review]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
+from models.errors import AudioError, ConfigError
 from models.frames import SAMPLE_RATE
-
-from .config import INPUT_RATES
-from .errors import AudioError, ConfigError
+from vad import INPUT_RATES
 
 
 def to_float32(samples: np.ndarray) -> np.ndarray:

@@ -10,20 +10,22 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from models.emotion2vec import FrameOutput, softmax
-from models.frames import FRAME_STRIDE, SAMPLE_RATE, n_frames
+from models.frames import FRAME_STRIDE, LOOKAHEAD, SAMPLE_RATE, n_frames
 from models.labels import EMOJI
-from models.random_weights import WARNING
+from models.scoring import RANDOM_WEIGHTS_WARNING, FrameOutput, Scorer, softmax
+from stream.decision.checks import conclude, plan_checks, run_checks
+from stream.decision.config import DecisionConfig
+from stream.decision.fear_disgust import Decision, DecisionData
+from stream.decision.fusion import Centroids
+from stream.decision.profiles import Profile, load_library
+from stream.decision.rules import Review
+from stream.engine.analyzer import StreamAnalyzer
+from stream.engine.config import AnalyzerConfig
+from stream.engine.events import Event, to_dict
+from vad import INPUT_RATES
 
-from .analyzer import StreamAnalyzer
 from .audio_file import DecodedAudio, write_wav
-from .chunks import LOOKAHEAD
-from .calibration import Centroids
-from .config import INPUT_RATES, AnalyzerConfig, DecisionConfig
-from .decisions import review_flag
-from .events import Event, Review, to_dict
-from .fear_disgust import Decision, DecisionData, Evidence, Focus, cue_span, decide, measure, plan_focus
-from .profiles import Profile, load_library
+from .plot import plot_timeline
 
 GRANULARITIES = ("utterance", "frame")
 DIRECT_SECONDS = 60.0  # longer files are encoded in pieces (attention cost grows with length²)
@@ -82,7 +84,7 @@ class AnalysisResult:
             "review": to_dict(self.review) if self.review is not None else None,
         }
         if self.random_weights:
-            body["warning"] = WARNING
+            body["warning"] = RANDOM_WEIGHTS_WARNING
         if self.granularity == "frame":
             body["parameters"] = parameters
             body["windows"] = [to_dict(e) for e in self.of_type("window")]
@@ -93,7 +95,7 @@ class AnalysisResult:
         return body
 
 
-def encode_whole(scorer, samples: np.ndarray) -> FrameOutput:
+def encode_whole(scorer: Scorer, samples: np.ndarray) -> FrameOutput:
     """Frame logits and features over the whole input, as funasr computes them for short files."""
     piece = int(DIRECT_SECONDS * SAMPLE_RATE)
     if len(samples) <= piece:
@@ -111,7 +113,7 @@ def encode_whole(scorer, samples: np.ndarray) -> FrameOutput:
 
 
 def analyze_audio(
-    scorer,
+    scorer: Scorer,
     audio: DecodedAudio,
     source: str,
     granularity: str = "utterance",
@@ -136,7 +138,10 @@ def analyze_audio(
     whole = encode_whole(scorer, samples)
     logits = whole.logits + profile.bias_vector(scorer.labels).astype(np.float32)
     scores = softmax(logits.mean(axis=0))
-    decision, review = utterance_decision(scorer, samples, audio.rate, logits, whole.features, config.decisions, profile, data.centroids)
+    bias = profile.bias_vector(scorer.labels).astype(np.float32)
+    decision, review = utterance_decision(
+        scorer, samples, audio.rate, logits, whole.features, config.decisions, profile, bias, data.centroids
+    )
     feed, rate = (audio.native, audio.rate) if audio.rate in INPUT_RATES else (samples, SAMPLE_RATE)
     analyzer = StreamAnalyzer(scorer, replace(config, sample_rate=rate), profile=profile, centroids=data.centroids)
     events: list[Event] = []
@@ -165,32 +170,18 @@ def analyze_audio(
     )
 
 
-def utterance_checks(
-    scorer, samples: np.ndarray, source_rate: int, logits: np.ndarray, config: DecisionConfig, profile: Profile
-) -> tuple[Evidence, Focus | None]:
-    """Quality, cues and focus crop of a whole input (`logits`: its frames with the profile's bias)."""
-    labels = tuple(scorer.labels)
-    scores = dict(zip(labels, softmax(logits.mean(axis=0)).tolist()))
-    focus = None
-    crop = plan_focus(config, scores, logits, labels)
-    if crop is not None:
-        a, b = crop
-        crop_logits = scorer.score([samples[a:b]])[0].logits + profile.bias_vector(labels).astype(np.float32)
-        crop_scores = dict(zip(labels, softmax(crop_logits.mean(axis=0)).tolist()))
-        focus = Focus(a / SAMPLE_RATE, (b - LOOKAHEAD) / SAMPLE_RATE, crop_scores)
-    cues = cue_span(config, scores, False, logits, labels, len(samples))
-    return measure(samples, source_rate, config, cues), focus
-
-
 def utterance_decision(
-    scorer, samples: np.ndarray, source_rate: int, logits: np.ndarray, features: np.ndarray,
-    config: DecisionConfig, profile: Profile, centroids: Centroids | None,
+    scorer: Scorer, samples: np.ndarray, source_rate: int, logits: np.ndarray, features: np.ndarray,
+    config: DecisionConfig, profile: Profile, bias: np.ndarray, centroids: Centroids | None,
 ) -> tuple[Decision, Review | None]:
-    """The decision layer on a whole input, as live segments get it; plus its review flag."""
+    """The decision layer on a whole input (`logits`: its frames, `bias` in), as live segments get it."""
     scores = dict(zip(scorer.labels, softmax(logits.mean(axis=0)).tolist()))
-    evidence, focus = utterance_checks(scorer, samples, source_rate, logits, config, profile)
-    decision = decide(config, scores, evidence, profile, features.mean(axis=0), centroids, focus)
-    return decision, review_flag(config, 0, 0.0, len(samples) / SAMPLE_RATE, scores, decision.review_evidence())
+    plan = plan_checks(config, scorer.labels, scores, logits, len(samples))
+    evidence, focus = run_checks(plan, config, scorer, samples, source_rate, bias)
+    found = conclude(
+        config, scores, evidence, profile, features.mean(axis=0), centroids, focus, 0, 0.0, len(samples) / SAMPLE_RATE
+    )
+    return found.decision, found.review
 
 
 def output_dir(root: str | Path, source: str, when: datetime | None = None) -> Path:
@@ -209,8 +200,6 @@ def write_outputs(
     result: AnalysisResult, samples: np.ndarray, out: Path, config: AnalyzerConfig, embedding: bool
 ) -> list[Path]:
     """Write processed_audio.wav, result.json, events.jsonl, timeline.png (and embedding.npy)."""
-    from .plot import plot_timeline
-
     written = [out / "processed_audio.wav", out / "result.json", out / "events.jsonl", out / "timeline.png"]
     write_wav(written[0], samples)
     written[1].write_text(

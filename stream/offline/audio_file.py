@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from models.errors import AudioError
 from models.frames import SAMPLE_RATE
-
-from .errors import AudioError
 
 MIN_SECONDS = 0.25  # shorter input cannot fill the encoder's first frames meaningfully
 

@@ -14,18 +14,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from models.errors import ConfigError, EmostreamError
 from models.labels import LABELS
+from models.scoring import Scorer, softmax
+from stream.decision.checks import plan_checks, run_checks
+from stream.decision.fear_disgust import decide, leader
+from stream.decision.fusion import l2_normalise
+from stream.decision.rules import review_flag
 
-from .errors import ConfigError
+from .analyze import encode_whole
+from .audio_file import load
 
 PAIR = ("fearful", "disgusted")
 AUDIO_FIELDS = ("path", "audio", "source", "wav")
 LABEL_FIELDS = ("label", "emo")
+EMBEDDING_METHODS = ("tsne", "umap")  # `plot_embeddings`: sklearn t-SNE, or umap-learn when installed
 
 ALIASES: dict[str, str] = {
     "ang": "angry", "anger": "angry", "angry": "angry",
@@ -266,8 +274,6 @@ def plot_embeddings(
     ``min(30, max(2, (N - 1) / 3))`` (t-SNE needs perplexity < N). ``method="umap"`` uses
     umap-learn when it is installed and raises ``ConfigError`` otherwise.
     """
-    from .calibration import l2_normalise
-
     x = l2_normalise(np.asarray(embeddings, dtype=np.float64))
     labels = [str(v) for v in labels]
     if x.ndim != 2 or x.shape[0] != len(labels):
@@ -287,7 +293,7 @@ def plot_embeddings(
             raise ConfigError("method='umap' needs the umap-learn package; use method='tsne'") from exc
         xy = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed).fit_transform(x)
     else:
-        raise ConfigError(f"method must be 'tsne' or 'umap', got {method!r}")
+        raise ConfigError(f"method must be one of {', '.join(EMBEDDING_METHODS)}, got {method!r}")
     plt = _pyplot()
     palette = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -318,10 +324,6 @@ def step_predictions(
     crop's fear/disgust call replaces the whole input's), so its effect can be measured even where
     the configuration only reports it; fusion needs centres and is a no-op without them.
     """
-    from dataclasses import replace
-
-    from .fear_disgust import decide, leader
-
     cfg = replace(config, quality_gate=False, fusion=replace(config.fusion, enabled=False),
                   focus=replace(config.focus, decide=False))  # fmt: skip
     calls = {"model": leader(raw_scores), "+profile": decide(cfg, scores, evidence, profile).emotion}
@@ -334,19 +336,9 @@ def step_predictions(
     return calls
 
 
-def evaluate(scorer, items: Sequence[ManifestItem], config, data, context: str | None = None, on_error=None) -> dict:
+def evaluate(scorer: Scorer, items: Sequence[ManifestItem], config, data, context: str | None = None, on_error=None) -> dict:
     """Run every item through the model and the decision layer; metrics for the configured layer
     plus pair accuracy step by step. Items that cannot be read go to `on_error` and are skipped."""
-    from dataclasses import replace
-
-    from models.emotion2vec import softmax
-
-    from .audio_file import load
-    from .errors import EmostreamError
-    from .offline import encode_whole, utterance_checks
-    from .fear_disgust import decide
-    from .decisions import review_flag
-
     profile = data.profile_for(context)
     bias = profile.bias_vector(scorer.labels).astype(np.float32)
     # Gather the focus crop for every ambiguous item, so "+focus" can be measured whatever the config says.
@@ -365,7 +357,8 @@ def evaluate(scorer, items: Sequence[ManifestItem], config, data, context: str |
         logits = whole.logits + bias
         named = lambda v: dict(zip(scorer.labels, v.tolist()))  # noqa: E731
         raw, scores = named(softmax(whole.logits.mean(axis=0))), named(softmax(logits.mean(axis=0)))
-        evidence, focus = utterance_checks(scorer, audio.samples, audio.rate, logits, gather, profile)
+        plan = plan_checks(gather, scorer.labels, scores, logits, len(audio.samples))
+        evidence, focus = run_checks(plan, gather, scorer, audio.samples, audio.rate, bias)
         embedding = whole.features.mean(axis=0)
         used_focus = focus if config.decisions.focus.enabled else None
         decision = decide(config.decisions, scores, evidence, profile, embedding, data.centroids, used_focus)

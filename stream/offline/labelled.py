@@ -1,6 +1,6 @@
 """Labelled data for `calibrate`, `evaluate` and `embeddings plot`: find the items, embed them.
 
-A source is a JSONL manifest (see `stream/evaluation.py`), a folder with one sub-folder per
+A source is a JSONL manifest (see `evaluation.py`), a folder with one sub-folder per
 label (`fearful/…`, `disgust/…`; aliases allowed), or a folder of unlabelled files. Items may be
 audio (decoded and run through the model) or saved embeddings (`.npy` from
 `emostream analyze --embedding`; an (T, D) frame embedding is averaged over time).
@@ -15,7 +15,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import ConfigError, EmostreamError
+from models.errors import ConfigError, EmostreamError
+from models.scoring import Scorer
+
+from .analyze import encode_whole
+from .audio_file import load
 from .evaluation import ManifestItem, normalise_label, read_manifest
 
 AUDIO_SUFFIXES = {".wav", ".mp3", ".m4a", ".flac", ".ogg", ".opus", ".aac", ".webm"}
@@ -76,15 +80,12 @@ def saved_model_id(items: Iterable[ManifestItem]) -> str | None:
 
 
 def embed(
-    items: list[ManifestItem], scorer=None, on_error: Callable[[ManifestItem, Exception], None] | None = None
+    items: list[ManifestItem], scorer: Scorer | None = None, on_error: Callable[[ManifestItem, Exception], None] | None = None
 ) -> list[Embedded]:
     """Embed each item: audio through `scorer` (whole input, as `analyze` does), `.npy` as saved.
 
     An item that cannot be read is reported to `on_error` and skipped (raised when no handler).
     """
-    from .audio_file import load
-    from .offline import encode_whole
-
     done = []
     for item in items:
         try:

@@ -2,7 +2,8 @@
 
 Nothing here touches a socket. The server hands each WebSocket message to `ClientStream` (or
 to the stateless `parse_client_text` / `decode_audio`) and sends the dicts built by `ready`,
-`error`, `summary`, `overload` and `event_message` as JSON text. Every failure is a
+`error`, `summary`, `overload` and `event_message` as JSON text; a client (`emostream listen
+--server`) sends `StartMessage(...).to_dict()` and `StopMessage().to_dict()`. Every failure is a
 `ProtocolError` with a stable `code`. Most errors answer one message, which is ignored, and the
 session goes on; `close_code(code)` names the few after which the connection is closed.
 The protocol, for clients: docs/protocol.md.
@@ -18,10 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.errors import EmostreamError
+from stream.engine.events import Event, to_dict
+from vad import INPUT_RATES
+
 from . import mulaw
-from .config import INPUT_RATES
-from .errors import EmostreamError
-from .events import Event, to_dict
 
 PROTOCOL_VERSION = 1  # sent in `ready`; bumped on incompatible changes
 
@@ -112,10 +114,24 @@ class StartMessage:
     context: str | None = None  # free text about the conversation, recorded with the session
     metadata: dict = field(default_factory=dict)  # any JSON object, recorded with the session
 
+    def to_dict(self) -> dict:
+        """The message as a client sends it (JSON-ready; unset optional fields left out)."""
+        body = {"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding, "channels": self.channels}
+        for name in ("session_id", "context"):
+            if getattr(self, name) is not None:
+                body[name] = getattr(self, name)
+        if self.metadata:
+            body["metadata"] = dict(self.metadata)
+        return body
+
 
 @dataclass(frozen=True)
 class StopMessage:
     """End of audio: the server flushes the analyzer, sends the last events and a summary."""
+
+    def to_dict(self) -> dict:
+        """The message as a client sends it."""
+        return {"type": "stop"}
 
 
 ClientMessage = StartMessage | StopMessage

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import mulaw
-from .protocol import (
+from .native import (
     MAX_CONTEXT_CHARS,
     ProtocolError,
     StartMessage,

@@ -9,9 +9,10 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from .audio_file import load
-from .errors import EmostreamError
-from .offline import GRANULARITIES, analyze_audio
+from models.errors import EmostreamError
+from stream.offline.analyze import GRANULARITIES, analyze_audio
+from stream.offline.audio_file import load
+
 from .recording import list_sessions, load_session, validate_session_id
 
 

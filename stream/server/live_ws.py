@@ -7,8 +7,8 @@ import logging
 
 from starlette.websockets import WebSocket
 
-from .errors import EmostreamError
-from .protocol import (
+from models.errors import EmostreamError
+from stream.protocol.native import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_POLICY,
@@ -23,9 +23,20 @@ from .protocol import (
     ready,
     summary,
 )
+from stream.protocol.twilio import (
+    Audio,
+    Dtmf,
+    Marked,
+    Started,
+    Stopped,
+    TwilioStream,
+    session_id_for,
+    start_message_for,
+)
+
+from .auth import token_ok
 from .outbox import Outbox
 from .session import SessionSpec
-from .twilio import Audio, Dtmf, Marked, Started, Stopped, TwilioStream, session_id_for, start_message_for
 
 log = logging.getLogger("emostream.server")
 
@@ -141,8 +152,6 @@ async def twilio_stream(ws: WebSocket) -> None:
 
     Twilio takes no analysis messages back, so events go to monitors, MQTT and the recording.
     """
-    from server import token_ok
-
     server = await _accept(ws)
     if server is None:
         return

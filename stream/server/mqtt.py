@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
-from stream.errors import ConfigError
+from models.errors import ConfigError
 
 log = logging.getLogger("emostream.mqtt")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError, ConfigError
+from models.errors import AudioError, ConfigError
+from stream.protocol.native import SESSION_ID_RE
 
 AUDIO_FILE = "audio.wav"
 EVENTS_FILE = "events.jsonl"
 SESSION_FILE = "session.json"
 _TMP_SUFFIX = ".tmp"
 
-_SESSION_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 # Keys the recorder owns in session.json (and load_session adds); `info` may not shadow them.
 RESERVED_KEYS = frozenset(
     {
@@ -97,7 +96,7 @@ SAMPLE_FORMATS: dict[str, WavLayout] = {
 def validate_session_id(session_id: str) -> str:
     """`session_id` if it is 1-64 of [A-Za-z0-9._-] not starting with '.'; else ValueError."""
     # Ids come from clients and become folder names: this is what keeps them inside the root.
-    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
         raise ValueError(
             f"invalid session id {session_id!r}: use 1-64 characters of A-Z a-z 0-9 . _ - "
             "not starting with '.'"
@@ -475,7 +474,7 @@ def list_sessions(root: str | Path) -> list[dict]:
         return []
     sessions = []
     for entry in root.iterdir():
-        if not _SESSION_ID.fullmatch(entry.name) or not entry.is_dir():
+        if not SESSION_ID_RE.fullmatch(entry.name) or not entry.is_dir():
             continue
         meta = _read_session_json(entry / SESSION_FILE)
         if meta is not None:

@@ -1,6 +1,6 @@
 """The batching scheduler: it owns the model and serves every live stream's chunks in batches.
 
-Sessions submit `ChunkJob`s; the scheduler collects them into one queue, forms a batch when it
+Sessions submit `ModelJob`s (chunks and focus crops); the scheduler collects them into one queue, forms a batch when it
 reaches `max_batch` jobs or the oldest job has waited `max_wait` seconds, runs one forward pass in
 a worker thread (torch releases the GIL) and resolves each job's future. The queue is bounded:
 `submit` raises `Overloaded` instead of letting memory and latency grow without limit.
@@ -14,12 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from .chunks import ChunkJob
-from .errors import EmostreamError
+from models.errors import EmostreamError
+from models.frames import SAMPLE_RATE
+from models.scoring import Scorer
+from stream.engine.jobs import EvidenceJob, ModelJob
 
 
 class Overloaded(EmostreamError):
-    """The model cannot keep up: the job queue is full."""
+    """Analysis cannot keep up: the model's queue is full, or a session's backlog passed its limit."""
 
     code = "overload"
 
@@ -38,7 +40,7 @@ class BatchScheduler:
 
     def __init__(
         self,
-        scorer,
+        scorer: Scorer,
         max_batch: int = 8,
         max_wait: float = 0.01,
         max_pending: int = 64,
@@ -50,7 +52,7 @@ class BatchScheduler:
         self.max_wait = max_wait
         self.max_pending = max_pending
         self._on_batch = on_batch
-        self._queue: list[tuple[ChunkJob, asyncio.Future]] = []
+        self._queue: list[tuple[ModelJob, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._capacity_listeners: set[Callable[[], None]] = set()
         self._task: asyncio.Task | None = None
@@ -89,7 +91,7 @@ class BatchScheduler:
         self._queue.clear()
         self._measurer.shutdown(wait=False, cancel_futures=True)
 
-    def submit(self, job: ChunkJob) -> asyncio.Future:
+    def submit(self, job: ModelJob) -> asyncio.Future:
         """Queue a job; its future resolves to the model's FrameOutput. Raises Overloaded when full."""
         if self.saturated:
             raise Overloaded(f"model queue full ({self.max_pending} chunks waiting)")
@@ -98,7 +100,7 @@ class BatchScheduler:
         self._wakeup.set()
         return future
 
-    def measure(self, job) -> asyncio.Future:
+    def measure(self, job: EvidenceJob) -> asyncio.Future:
         """Run a CPU-only `EvidenceJob` on the measuring thread; the future resolves to its Evidence."""
         return asyncio.wrap_future(self._measurer.submit(job.run))
 
@@ -124,7 +126,7 @@ class BatchScheduler:
             for listener in listeners:
                 listener()
 
-    def _take_batch(self) -> list[tuple[ChunkJob, asyncio.Future]]:
+    def _take_batch(self) -> list[tuple[ModelJob, asyncio.Future]]:
         """The oldest job and up to max_batch - 1 more of its kind, in queue order.
 
         A forward pass pads every item to the longest: a 0.3–0.8 s focus crop batched with 3 s
@@ -137,7 +139,7 @@ class BatchScheduler:
         self._queue = rest
         return batch
 
-    async def _run(self, batch: list[tuple[ChunkJob, asyncio.Future]]) -> None:
+    async def _run(self, batch: list[tuple[ModelJob, asyncio.Future]]) -> None:
         started = time.perf_counter()
         try:
             outputs = await asyncio.to_thread(self.scorer.score, [job.audio for job, _ in batch])
@@ -154,7 +156,7 @@ class BatchScheduler:
             self._on_batch(
                 BatchStats(
                     size=len(batch),
-                    audio_seconds=sum(len(job.audio) for job, _ in batch) / 16000,
+                    audio_seconds=sum(len(job.audio) for job, _ in batch) / SAMPLE_RATE,
                     seconds=time.perf_counter() - started,
                 )
             )

@@ -16,22 +16,15 @@ from typing import Callable
 import numpy as np
 
 from models.frames import SAMPLE_RATE
+from models.scoring import Scorer
+from stream.decision.fusion import Centroids
+from stream.decision.profiles import Profile
+from stream.engine.analyzer import StreamCore
+from stream.engine.config import AnalyzerConfig
+from stream.engine.events import Event, Window, to_dict
+from stream.engine.jobs import EvidenceJob, ModelJob
 
-from .analyzer import StreamCore
-from .calibration import Centroids
-from .chunks import ChunkJob
-from .config import AnalyzerConfig
-from .errors import EmostreamError
-from .events import Event, Window, to_dict
-from .fear_disgust import EvidenceJob
-from .profiles import Profile
 from .scheduler import BatchScheduler, Overloaded
-
-
-class SessionOverloaded(EmostreamError):
-    """This session's unscored backlog grew past its limit while the model was saturated."""
-
-    code = "overload"
 
 
 @dataclass(frozen=True)
@@ -64,7 +57,7 @@ class LiveSession:
         self,
         spec: SessionSpec,
         config: AnalyzerConfig,
-        scorer,
+        scorer: Scorer,
         scheduler: BatchScheduler,
         recorder=None,
         hooks: SessionHooks | None = None,
@@ -86,7 +79,7 @@ class LiveSession:
         self.max_backlog_seconds = max_backlog_seconds
         self.started = time.time()
         self.counts: Counter[str] = Counter()
-        self._backlog: deque[ChunkJob] = deque()
+        self._backlog: deque[ModelJob] = deque()
         self._outstanding: set[asyncio.Future] = set()
         self._arrivals: deque[tuple[int, float]] = deque()  # (16 kHz samples received, when)
         self._overloaded = False
@@ -182,7 +175,7 @@ class LiveSession:
         self._overloaded = True
         backlog = sum(len(job.audio) for job in self._backlog) / SAMPLE_RATE
         if backlog > self.max_backlog_seconds:
-            self._fail(SessionOverloaded(f"{backlog:.1f} s of audio waiting for the model; limit {self.max_backlog_seconds:g} s"))
+            self._fail(Overloaded(f"{backlog:.1f} s of audio waiting for the model; limit {self.max_backlog_seconds:g} s"))
 
     def _done(self, job, future: asyncio.Future) -> None:
         self._outstanding.discard(future)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from audio_fixtures import ffmpeg_convert, write_wav16
+from models.errors import AudioError
 from models.frames import n_frames
-from stream.audio_file import load
-from stream.cli import main
-from stream.errors import AudioError
+from stream.cli.main import main
+from stream.offline.audio_file import load
 
 FORMATS = {  # suffix -> ffmpeg options: varied rates and channel counts exercise resampling/mixing
     ".wav": ["-ar", "16000"],

@@ -26,20 +26,10 @@ import pytest
 from server_harness import ROOT, start_server
 
 RATE = 16000
-# Until `listen` is wired into stream.cli, build its parser the way the CLI will.
 DRIVER = """
-import argparse, sys
-from stream import cli, listen
-cli._quiet_libraries()
-parser = cli.build_parser()
-sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-if "listen" in sub.choices:
-    sys.exit(cli.main(["listen", *sys.argv[1:]]))
-p = argparse.ArgumentParser(prog="emostream listen")
-listen.add_listen_options(p)
-cli._add_model_options(p)
-cli._add_analysis_options(p)
-sys.exit(listen.run(p.parse_args(sys.argv[1:])))
+import sys
+from stream.cli.main import main
+sys.exit(main(["listen", *sys.argv[1:]]))
 """
 
 
@@ -260,7 +250,7 @@ def test_listen_streams_to_a_running_server(pulse, tiny_model_dir, speech_silenc
 
 
 def test_live_view_shows_withheld_calls_and_quotes_evidence():
-    from stream.listen import LiveState
+    from stream.cli.listen import LiveState
 
     state = LiveState("test")
     state.update({"type": "segment", "index": 2, "start": 4.0, "end": 6.5, "emotion": "unknown", "confidence": 0.4,

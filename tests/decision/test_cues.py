@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, sosfiltfilt
 
-from stream.cues import AcousticCues, acoustic_cues, contour_shape, describe
+from stream.decision.cues import AcousticCues, acoustic_cues, contour_shape, describe
 
 RATE = 16000
 

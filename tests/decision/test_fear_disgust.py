@@ -11,16 +11,18 @@ import pytest
 import soxr
 
 from audio_fixtures import with_noise
-from models.emotion2vec import softmax
 from models.frames import FRAME_STRIDE
 from models.labels import LABELS
+from models.scoring import softmax
 from planned import planned_logits, run_core
-from stream.analyzer import StreamCore
-from stream.calibration import Centroids
-from stream.config import AnalyzerConfig, DecisionConfig, FocusConfig
-from stream.cues import DISCLAIMER, AcousticCues, pair_reading
-from stream.fear_disgust import EvidenceJob, FocusJob, cue_span, focus_interval
-from stream.profiles import Profile
+from stream.decision.config import DecisionConfig, FocusConfig
+from stream.decision.cues import DISCLAIMER, AcousticCues, pair_reading
+from stream.decision.fear_disgust import cue_span, focus_interval
+from stream.decision.fusion import Centroids
+from stream.decision.profiles import Profile
+from stream.engine.analyzer import StreamCore
+from stream.engine.config import AnalyzerConfig
+from stream.engine.jobs import EvidenceJob, FocusJob
 
 DIM = 4
 FEAR_AXIS, DISGUST_AXIS = np.eye(DIM, dtype=np.float32)[0], np.eye(DIM, dtype=np.float32)[1]
@@ -82,7 +84,7 @@ def test_fusion_leaves_a_clear_call_and_needs_centres(speech_silence_speech):
 
 
 def test_fusion_can_be_switched_off(speech_silence_speech):
-    from stream.calibration import FusionConfig
+    from stream.decision.fusion import FusionConfig
 
     config = AnalyzerConfig(decisions=DecisionConfig(fusion=FusionConfig(enabled=False)))
     events = run_core(speech_silence_speech.samples, lambda t: {"fearful": 2.0, "disgusted": 1.9}, config,

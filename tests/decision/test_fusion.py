@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.errors import ConfigError
 from models.labels import LABELS
-from stream.calibration import Centroids, FusionConfig, compute_centroids, fuse, kmeans_view
-from stream.errors import ConfigError
+from stream.decision.fusion import Centroids, FusionConfig, compute_centroids, fuse, kmeans_view
 
 
 def scores_with(fear: float, disgust: float, **others) -> dict:

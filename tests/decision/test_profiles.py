@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.errors import ConfigError
 from models.labels import LABELS
-from stream.errors import ConfigError
-from stream.profiles import (
+from stream.decision.profiles import (
     DEFAULT_LIBRARY_PATH,
     Profile,
     ProfileLibrary,

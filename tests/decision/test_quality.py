@@ -10,7 +10,7 @@ import soxr
 from scipy.signal import ellip, sosfiltfilt
 
 from audio_fixtures import with_noise
-from stream.quality import (
+from stream.decision.quality import (
     TELEPHONY_LABEL,
     AudioQuality,
     QualityBar,

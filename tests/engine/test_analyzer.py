@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.emotion2vec import softmax
+from models.errors import AudioError, ConfigError
 from models.labels import LABELS
+from models.scoring import softmax
 from planned import run_core
-from stream.analyzer import StreamAnalyzer, analyze_array
-from stream.config import AnalyzerConfig, SmootherConfig
-from stream.errors import AudioError, ConfigError
-from stream.events import from_dict, to_dict
+from stream.engine.analyzer import StreamAnalyzer, analyze_array
+from stream.engine.config import AnalyzerConfig, SmootherConfig
+from stream.engine.events import from_dict, to_dict
 
 
 def by_type(events, kind):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.errors import ConfigError, ModelUnavailable
 from models.frames import n_frames
 from models.labels import LABELS
 from models.loader import ModelOptions, load_scorer
-from stream.errors import ConfigError, ModelUnavailable
 
 
 def test_loader_reads_funasr_directory_and_marks_random_weights(scorer):

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from audio_fixtures import espeak, write_wav16
+from models.errors import ConfigError
 from models.labels import LABELS
-from stream.calibration import Centroids
-from stream.cli import main
-from stream.errors import ConfigError
-from stream.evaluation import compute_metrics
+from stream.cli.main import main
+from stream.decision.fusion import Centroids
+from stream.offline.evaluation import compute_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEXTS = {

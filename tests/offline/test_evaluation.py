@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from models.errors import ConfigError
 from models.labels import LABELS
-from stream.errors import ConfigError
-from stream.evaluation import compare_steps, compute_metrics, plot_embeddings, read_manifest, write_report
+from stream.offline.evaluation import compare_steps, compute_metrics, plot_embeddings, read_manifest, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,11 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream import mulaw
-from stream.config import INPUT_RATES
-from stream.errors import EmostreamError
-from stream.events import Info, Transition, Window, to_dict
-from stream.protocol import (
+from models.errors import EmostreamError
+from stream.engine.events import Info, Transition, Window, to_dict
+from stream.protocol import mulaw
+from stream.protocol.native import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
@@ -38,6 +37,7 @@ from stream.protocol import (
     ready,
     summary,
 )
+from vad import INPUT_RATES
 
 
 def start(**fields) -> str:
@@ -77,7 +77,7 @@ def test_close_codes():
 
 
 def test_every_error_code_is_documented():
-    doc = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
     for code in ERROR_CODES:
         assert f"`{code}`" in doc, code
 

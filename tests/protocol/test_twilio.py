@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from stream import mulaw
-from stream.protocol import SESSION_ID_RE, ProtocolError, close_code, parse_start
-from stream.twilio import (
+from stream.protocol import mulaw
+from stream.protocol.native import SESSION_ID_RE, ProtocolError, close_code, parse_start
+from stream.protocol.twilio import (
     Audio,
     Dtmf,
     Marked,

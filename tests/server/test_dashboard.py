@@ -23,7 +23,7 @@ except ImportError:  # reported as a failure by the `browser` fixture
     PlaywrightTimeout = TimeoutError
 
 CHROMIUM = os.environ.get("EMOSTREAM_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 TOKEN = "s3cret"
 
 

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from server_harness import free_port, start_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from stream.errors import ConfigError
-from stream.events import DualEmotion, Info, Review, Segment, Transition, Window
-from stream.mqtt import MqttPublisher, parse_url, qos_for
-from stream.protocol import event_message
+from models.errors import ConfigError
+from server_harness import free_port, start_server
+from stream.engine.events import DualEmotion, Info, Review, Segment, Transition, Window
+from stream.protocol.native import event_message
+from stream.server.mqtt import MqttPublisher, parse_url, qos_for
 
 LABEL_NAMES = ("angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown")
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from stream.errors import AudioError, ConfigError
-from stream.recording import (
+from models.errors import AudioError, ConfigError
+from stream.server.recording import (
     AUDIO_FILE,
     EVENTS_FILE,
     SAMPLE_FORMATS,
@@ -32,7 +32,7 @@ from stream.recording import (
     validate_session_id,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PIECE_SECONDS = 0.02
 
 
@@ -82,10 +82,10 @@ def record_until_full(root: str, session_id: str, limit: str) -> None:
 
 
 def child_command(function: str, *args: str) -> list[str]:
-    """A fresh interpreter that imports stream.recording (via this file) and runs `function`."""
+    """A fresh interpreter that imports stream.server.recording (via this file) and runs `function`."""
     code = f"import sys; sys.path[:0] = sys.argv[1:3]\nfrom test_recording import {function}\n"
     code += f"{function}(*sys.argv[3:])"
-    return [sys.executable, "-c", code, str(REPO), str(REPO / "tests"), *args]
+    return [sys.executable, "-c", code, str(REPO), str(Path(__file__).parent), *args]
 
 
 def read_wav(path: Path, sample_format: str) -> np.ndarray:

@@ -19,8 +19,8 @@ from websockets.exceptions import ConnectionClosed
 
 from audio_fixtures import write_wav16
 from server_harness import ROOT, start_server
-from stream import mulaw
-from stream.cli import main as cli_main
+from stream.cli.main import main as cli_main
+from stream.protocol import mulaw
 
 CHUNK = 0.1
 DECISION_FIELDS = {"emotion", "model_emotion", "profile", "enhanced", "withheld", "steps", "quality", "fusion",
@@ -347,7 +347,7 @@ def test_kill_9_keeps_audio_and_events(tiny_model_dir, tmp_path, pcm):
 
 
 def test_restarted_server_repairs_sessions_left_live(tiny_model_dir, tmp_path, pcm):
-    from stream.recording import SessionRecorder
+    from stream.server.recording import SessionRecorder
 
     rec = SessionRecorder(tmp_path / "recordings", "left-open", 16000, "int16", {})
     rec.write_audio(pcm[:20000])

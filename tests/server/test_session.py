@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 
-from stream.analyzer import analyze_array
-from stream.config import AnalyzerConfig
-from stream.events import to_dict
-from stream.scheduler import BatchScheduler
-from stream.session import LiveSession, SessionHooks, SessionOverloaded, SessionSpec
+from stream.engine.analyzer import analyze_array
+from stream.engine.config import AnalyzerConfig
+from stream.engine.events import to_dict
+from stream.server.scheduler import BatchScheduler, Overloaded
+from stream.server.session import LiveSession, SessionHooks, SessionSpec
 
 
 def spec(i: int) -> SessionSpec:
@@ -67,7 +67,7 @@ def test_full_queue_reports_overload_then_fails_past_the_backlog_limit(scorer, s
 
     asyncio.run(run())
     assert overloads == [1]  # told once per session, with the queue depth
-    assert failures and isinstance(failures[0], SessionOverloaded) and "limit 5" in str(failures[0])
+    assert failures and isinstance(failures[0], Overloaded) and "limit 5" in str(failures[0])
 
 
 def test_backlog_drains_when_the_model_catches_up(scorer, speech_silence_speech):
@@ -91,8 +91,7 @@ def test_backlog_drains_when_the_model_catches_up(scorer, speech_silence_speech)
 
 
 def test_focus_crops_are_batched_with_crops_only(scorer):
-    from stream.chunks import ChunkJob
-    from stream.fear_disgust import FocusJob
+    from stream.engine.jobs import ChunkJob, FocusJob
 
     calls = []
 
@@ -103,8 +102,8 @@ def test_focus_crops_are_batched_with_crops_only(scorer):
             calls.append([len(w) for w in waveforms])
             return scorer.score(waveforms)
 
-    chunk = lambda: ChunkJob(None, 0, 0, 0, 0, 150, np.zeros(48080, np.float32))  # noqa: E731  (3 s)
-    crop = lambda: FocusJob(None, 0, 0.0, 0.6, np.zeros(9680, np.float32))  # noqa: E731  (0.6 s)
+    chunk = lambda: ChunkJob(0, 0, 0, 0, 150, np.zeros(48080, np.float32))  # noqa: E731  (3 s)
+    crop = lambda: FocusJob(0, (0, 9680), 0, np.zeros(9680, np.float32))  # noqa: E731  (0.6 s)
 
     async def run():
         sched = BatchScheduler(Recording(), max_batch=8, max_wait=0.0)

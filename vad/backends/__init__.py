@@ -1,42 +1,15 @@
-"""The frame classifier interface and the factory that builds one per backend."""
+"""The VAD backends (webrtcvad, Silero) and the factory that builds one per configuration."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import numpy as np
-
-from .config import VadConfig
-
-# Input rates the segmenter accepts; backends resample the others for the decision only.
-SAMPLE_RATES = (8000, 16000, 32000, 44100, 48000)
-WEBRTC_RATES = (8000, 16000, 32000, 48000)
-SILERO_RATES = (8000, 16000)
-# Rate a backend is fed when the input rate is not one of its native rates.
-DECISION_RATE = 16000
-
-
-class FrameClassifier(Protocol):
-    """Decides speech / non-speech for consecutive fixed-length frames."""
-
-    @property
-    def frame_samples(self) -> int:
-        """Frame length in samples at the rate the classifier is fed."""
-        ...
-
-    def is_speech(self, frame: np.ndarray) -> bool:
-        """Classify the next frame: float32, shape (frame_samples,), values in [-1, 1]."""
-        ...
-
-    def reset(self) -> None:
-        """Forget all state so the next frame starts a new stream."""
-        ...
+from ..base import FrameClassifier
+from ..config import DECISION_RATE, INPUT_RATES, SILERO_RATES, WEBRTC_RATES, VadConfig
 
 
 def make_classifier(config: VadConfig, sample_rate: int) -> FrameClassifier:
     """Build (and load the model of) the classifier for `config.backend` at `sample_rate`."""
-    if sample_rate not in SAMPLE_RATES:
-        raise ValueError(f"sample_rate must be one of {SAMPLE_RATES}, got {sample_rate!r}")
+    if sample_rate not in INPUT_RATES:
+        raise ValueError(f"sample_rate must be one of {INPUT_RATES}, got {sample_rate!r}")
     # Backend modules import their engines lazily so importing `vad` loads no model.
     if config.backend == "webrtc":
         from .webrtc import WebRtcClassifier

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from .classifiers import FrameClassifier
+from ..base import FrameClassifier
 
 
 class ResampledClassifier:

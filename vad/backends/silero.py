@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .classifiers import SILERO_RATES
+from ..config import SILERO_RATES
 
 # The model only accepts frames of exactly this many samples per rate (32 ms).
 FRAME_SAMPLES = {8000: 256, 16000: 512}

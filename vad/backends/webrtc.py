@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import webrtcvad
 
-from .classifiers import WEBRTC_RATES
-from .config import AGGRESSIVENESS, WEBRTC_FRAME_MS
+from ..config import AGGRESSIVENESS, WEBRTC_FRAME_MS, WEBRTC_RATES
 
 
 class WebRtcClassifier:

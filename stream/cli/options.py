@@ -1,0 +1,149 @@
+"""Options the commands share (model, analysis, server) and what they build.
+
+Choices and defaults come from the constants and dataclasses that own them, so an option is
+never restated here: the model's sizes, hubs and precisions from `models`, the VAD's backends
+from `vad`, thresholds from the engine's and the decision layer's configs, server options from
+`ServerSettings`' fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import fields
+from pathlib import Path
+
+from models.architectures import HUBS, SIZES
+from models.loader import DTYPES, ModelOptions, load_scorer
+from models.scoring import Scorer
+from stream.decision.config import CUE_MODES, DecisionConfig, FocusConfig
+from stream.decision.fear_disgust import DecisionData
+from stream.decision.fusion import FusionConfig
+from stream.decision.quality import QualityBar
+from stream.engine.config import AnalyzerConfig
+from stream.server.settings import ServerSettings
+from vad.config import AGGRESSIVENESS, BACKENDS, VadConfig
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Which emotion2vec+ to load and where to run it."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=SIZES, default=None, help=f"emotion2vec+ size (default {ModelOptions.model})")
+    g.add_argument("--hub", choices=HUBS, default=None, help="ModelScope (ms, default) or Hugging Face (hf)")
+    g.add_argument("--model-dir", default=None, help="local funasr model directory (or EMOSTREAM_MODEL_DIR)")
+    g.add_argument("--device", default=None, help="auto (default: CUDA when available), cpu, cuda or cuda:N")
+    g.add_argument("--dtype", choices=DTYPES, default=None,
+                   help=f"compute precision (default {ModelOptions.dtype}; bfloat16 on CPUs with native bf16 or CUDA)")
+    g.add_argument("--half", dest="dtype", action="store_const", const="float16", help="float16 on CUDA")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    g.add_argument("--offline", action="store_true", default=None, help="never download (or EMOSTREAM_OFFLINE=1)")
+
+
+def add_analysis_options(p: argparse.ArgumentParser) -> None:
+    """Windows, chunks, VAD and the fear/disgust decision layer."""
+    cfg, decisions, bar = AnalyzerConfig, DecisionConfig, QualityBar
+    g = p.add_argument_group("analysis")
+    g.add_argument("--window", type=float, default=cfg.window_seconds, help="window length in seconds (%(default)s)")
+    g.add_argument("--hop", type=float, default=cfg.hop_seconds, help="window hop in seconds (%(default)s)")
+    g.add_argument("--chunk", type=float, default=cfg.chunk_seconds, help="scoring chunk in seconds (%(default)s)")
+    g.add_argument("--chunk-context", type=float, default=cfg.context_seconds,
+                   help="left context per chunk, seconds (%(default)s)")
+    g.add_argument("--vad", choices=BACKENDS, default=VadConfig.backend, help="VAD backend (%(default)s)")
+    g.add_argument("--vad-aggressiveness", type=int, choices=AGGRESSIVENESS, default=VadConfig.aggressiveness)
+    g = p.add_argument_group("fear/disgust decision layer (README: 'The fear/disgust layer')")
+    g.add_argument("--profiles", type=Path, default=os.environ.get("EMOSTREAM_PROFILES"),
+                   help="domain-profile library YAML (default: the shipped, neutral stream/decision/profiles.yaml)")
+    g.add_argument("--centroids", type=Path, default=os.environ.get("EMOSTREAM_CENTROIDS"),
+                   help="fear/disgust centres from `emostream calibrate` (enables fusion)")
+    g.add_argument("--review-gap", type=float, default=decisions.review_gap,
+                   help="review when |fear - disgust| < this (%(default)s)")
+    g.add_argument("--dual-min-peak", type=float, default=decisions.dual_min_peak,
+                   help="dual report: both peaks above this (%(default)s)")
+    g.add_argument("--dual-max-gap", type=float, default=decisions.dual_max_gap,
+                   help="dual report: peaks closer than this (%(default)s)")
+    g.add_argument("--fusion-gap", type=float, default=FusionConfig.close_gap,
+                   help="fuse when |fear - disgust| < this (%(default)s)")
+    g.add_argument("--no-fusion", action="store_true", help="never fuse, even with --centroids")
+    g.add_argument("--no-quality-gate", action="store_true", help="never withhold a fear/disgust call on poor audio")
+    g.add_argument("--min-snr", type=float, default=bar.min_snr_db, help="quality bar: SNR in dB (%(default)s)")
+    g.add_argument("--max-clipping", type=float, default=bar.max_clipping,
+                   help="quality bar: clipped fraction (%(default)s)")
+    g.add_argument("--min-bandwidth", type=float, default=bar.min_bandwidth_hz,
+                   help="quality bar: bandwidth in Hz (%(default)s)")
+    g.add_argument("--cues", choices=CUE_MODES, default=decisions.cues,
+                   help="acoustic cues for segments where fear/disgust lead or a dual report fires (default), all, none")
+    g.add_argument("--no-focus", action="store_true", help="do not re-score the focus crop of ambiguous segments")
+    g.add_argument("--focus-decides", action="store_true",
+                   help="let the focus crop's fear/disgust call replace the segment's")
+
+
+def analyzer_config(args) -> AnalyzerConfig:
+    """The AnalyzerConfig the analysis options describe."""
+    return AnalyzerConfig(
+        window_seconds=args.window,
+        hop_seconds=args.hop,
+        chunk_seconds=args.chunk,
+        context_seconds=args.chunk_context,
+        vad=VadConfig(backend=args.vad, aggressiveness=args.vad_aggressiveness),
+        decisions=DecisionConfig(
+            review_gap=args.review_gap,
+            dual_min_peak=args.dual_min_peak,
+            dual_max_gap=args.dual_max_gap,
+            quality_gate=not args.no_quality_gate,
+            quality=QualityBar(args.min_snr, args.max_clipping, args.min_bandwidth),
+            cues=args.cues,
+            fusion=FusionConfig(enabled=not args.no_fusion, close_gap=args.fusion_gap),
+            focus=FocusConfig(enabled=not args.no_focus, decide=args.focus_decides),
+        ),
+    )
+
+
+def load_scorer_from_args(args) -> Scorer:
+    """Load the scorer the model options describe."""
+    opts = ModelOptions.from_env(
+        model=args.model,
+        hub=args.hub,
+        model_dir=args.model_dir,
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+        offline=args.offline,
+    )
+    return load_scorer(opts)
+
+
+def decision_data(args, scorer: Scorer) -> DecisionData:
+    """The profile library and centres the options name, checked against the loaded model."""
+    return DecisionData.load(scorer, args.profiles, args.centroids)
+
+
+def _server_options():
+    """The ServerSettings fields that are command-line options of their own."""
+    return [f for f in fields(ServerSettings) if "group" in f.metadata]
+
+
+def add_server_options(p: argparse.ArgumentParser) -> None:
+    """Options of `emostream serve` / `python server.py`, one per ServerSettings option field.
+
+    Each also reads EMOSTREAM_<NAME> (a flag is on when that is "1").
+    """
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in _server_options():
+        name = f.metadata["group"]
+        group = groups[name] if name in groups else groups.setdefault(name, p.add_argument_group(name))
+        flag, env = "--" + f.name.replace("_", "-"), os.environ.get(f"EMOSTREAM_{f.name.upper()}")
+        kind, help = f.metadata["kind"], f"{f.metadata['help']} (or EMOSTREAM_{f.name.upper()})"
+        if kind is bool:
+            group.add_argument(flag, action="store_true", default=f.default if env is None else env == "1", help=help)
+        else:
+            default = f.default if env is None else kind(env)
+            group.add_argument(flag, type=kind, default=default, help=f"{help}; default %(default)s")
+
+
+def settings_from_args(args, analyzer: AnalyzerConfig) -> ServerSettings:
+    """ServerSettings from parsed options (an empty string leaves an optional setting unset)."""
+    values = {}
+    for f in _server_options():
+        value = getattr(args, f.name)
+        values[f.name] = (value or None) if f.default is None else value
+    return ServerSettings(**values, analyzer=analyzer, profiles=args.profiles, centroids=args.centroids)

@@ -1,0 +1,1 @@
+"""The fear/disgust decision layer: what a scored stretch of speech means, and what a human should check."""

@@ -1,0 +1,1 @@
+"""The sans-I/O streaming engine: audio in, model jobs out, results in, events out (no torch, no sockets)."""

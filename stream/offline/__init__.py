@@ -1,0 +1,1 @@
+"""Whole files: `emostream analyze` outputs, audio decoding, timeline plots, evaluation and labelled data."""

@@ -1,0 +1,205 @@
+"""The live server: state shared by all connections, the ASGI application, and running it.
+
+One process serves many concurrent streams; one batching scheduler owns the model. The server is
+a thin I/O shell: protocol parsing lives in stream.protocol, analysis in the engine's
+`StreamCore` (driven by `session.LiveSession`), durability in `recording`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from models.scoring import Scorer
+from stream.decision.fear_disgust import DecisionData
+from stream.protocol.native import ProtocolError, event_message, overload
+
+from . import http_api, live_ws
+from .auth import TokenGate
+from .metrics import ServerMetrics
+from .mqtt import MqttPublisher
+from .outbox import MonitorHub
+from .recording import SessionRecorder, list_sessions, repair
+from .scheduler import BatchScheduler
+from .session import LiveSession, SessionHooks, SessionSpec
+from .settings import ServerSettings
+
+log = logging.getLogger("emostream.server")
+WEB_ROOT = Path(__file__).resolve().parents[2] / "web"  # the dashboard's static files
+
+
+class EmostreamServer:
+    """State shared by all connections: model, scheduler, sessions, monitors, metrics."""
+
+    def __init__(self, settings: ServerSettings, scorer: Scorer):
+        self.settings = settings
+        self.scorer = scorer
+        self.template = settings.analyzer
+        self.data = DecisionData.load(scorer, settings.profiles, settings.centroids)
+        self.metrics = ServerMetrics()
+        self.sessions: dict[str, LiveSession] = {}
+        self.monitor = MonitorHub()
+        self.scheduler: BatchScheduler | None = None  # made on the server's event loop (startup)
+        self.mqtt: MqttPublisher | None = None
+
+    async def startup(self) -> None:
+        """Create the scheduler on the server's event loop."""
+        self.settings.recordings.mkdir(parents=True, exist_ok=True)
+        self.repair_interrupted()
+        self.scheduler = BatchScheduler(
+            self.scorer,
+            max_batch=self.settings.max_batch,
+            max_wait=self.settings.max_wait_ms / 1000,
+            max_pending=self.settings.max_pending,
+            on_batch=self.metrics.batch,
+        )
+        self.scheduler.start()
+        if self.settings.mqtt:
+            self.mqtt = MqttPublisher(self.settings.mqtt, prefix=self.settings.mqtt_prefix)
+            await self.mqtt.start()
+
+    def repair_interrupted(self) -> None:
+        """Sessions still marked "live" died with an earlier server process: make them readable."""
+        for meta in list_sessions(self.settings.recordings):
+            if meta.get("status") == "live":
+                report = repair(self.settings.recordings / meta["session_id"])
+                log.warning("repaired interrupted session %s: %s", meta["session_id"], report)
+
+    async def shutdown(self) -> None:
+        """Stop the scheduler and close any recording still open."""
+        for session in list(self.sessions.values()):
+            session.close("server_shutdown")
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        if self.mqtt is not None:
+            await self.mqtt.stop()
+
+    # -- sessions --
+    def refusal(self) -> str | None:
+        """Why a new stream cannot start now, or None."""
+        if len(self.sessions) >= self.settings.max_sessions:
+            self.metrics.sessions_refused.labels("max_sessions").inc()
+            return f"server full: {self.settings.max_sessions} sessions"
+        if self.scheduler.saturated:
+            self.metrics.sessions_refused.labels("overload").inc()
+            return "server overloaded: the model queue is full, try again later"
+        return None
+
+    def open_session(self, spec: SessionSpec, outbox, sample_format: str) -> LiveSession:
+        """Create, record and register a live session."""
+        config = replace(self.template, sample_rate=spec.sample_rate)
+        profile = self.data.profile_for(spec.context)
+        info = {
+            "source": spec.source,
+            "encoding": spec.encoding,
+            "channels": spec.channels,
+            "context": spec.context,
+            "profile": profile.name,
+            "metadata": spec.metadata,
+            "model_id": self.scorer.model_id,
+            "random_weights": self.scorer.random_weights,
+            "parameters": config.describe(),
+        }
+        recorder = SessionRecorder(self.settings.recordings, spec.session_id, spec.sample_rate, sample_format, info)
+        metrics = self.metrics
+
+        def publish(session, events):
+            for event in events:
+                metrics.events.labels(event.type).inc()
+                message = event_message(spec.session_id, event)
+                if outbox is not None:
+                    outbox.put(message)
+                self.broadcast(message)
+
+        def on_overload(session, depth):
+            metrics.overloads.inc()
+            message = overload("the model cannot keep up; analysis is delayed", depth, spec.session_id)
+            if outbox is not None:
+                outbox.put(message)
+            self.broadcast(message)
+
+        hooks = SessionHooks(
+            publish=publish, overload=on_overload, latency=metrics.window_latency.observe,
+            failed=lambda s, exc: log.warning("session %s failed: %s", spec.session_id, exc),
+        )
+        session = LiveSession(
+            spec, config, self.scorer, self.scheduler, recorder, hooks, self.settings.max_backlog_seconds,
+            profile=profile, centroids=self.data.centroids,
+        )
+        self.sessions[spec.session_id] = session
+        metrics.sessions_total.labels(spec.source).inc()
+        metrics.sessions_active.set(len(self.sessions))
+        self.broadcast(
+            {"type": "session_started", "session_id": spec.session_id, **info, "info": event_message(spec.session_id, session.info_event)}
+        )
+        return session
+
+    def end_session(self, session: LiveSession, summary: dict) -> None:
+        """Unregister a session and tell the monitors."""
+        self.sessions.pop(session.spec.session_id, None)
+        self.metrics.sessions_active.set(len(self.sessions))
+        self.broadcast({"type": "session_ended", "session_id": session.spec.session_id, "summary": summary})
+
+    def broadcast(self, message: dict) -> None:
+        """Send a session-tagged message to every monitor and, when configured, to MQTT."""
+        self.monitor.broadcast(message)
+        if self.mqtt is not None:
+            self.mqtt.publish(message)
+
+    def new_session_id(self, wanted: str | None) -> str:
+        """The client's id if free, else a fresh one."""
+        if wanted:
+            if wanted in self.sessions or (self.settings.recordings / wanted).exists():
+                raise ProtocolError("session_in_use", f"session_id {wanted!r} is already in use")
+            return wanted
+        return uuid.uuid4().hex[:16]
+
+
+def create_app(settings: ServerSettings, scorer: Scorer) -> TokenGate:
+    """The ASGI application (Starlette) around one loaded scorer."""
+    server = EmostreamServer(settings, scorer)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await server.startup()
+        try:
+            yield
+        finally:
+            await server.shutdown()
+
+    routes = [
+        Route("/healthz", http_api.healthz),
+        Route("/metrics", http_api.metrics),
+        Route("/api/sessions", http_api.sessions),
+        Route("/api/sessions/{session_id}", http_api.session),
+        Route("/api/sessions/{session_id}/audio", http_api.session_audio),
+        Route("/api/sessions/{session_id}/events", http_api.session_events),
+        Route("/api/predict", http_api.predict, methods=["POST"]),
+        WebSocketRoute("/ws/stream", live_ws.native_stream),
+        WebSocketRoute("/ws/twilio", live_ws.twilio_stream),
+        WebSocketRoute("/ws/monitor", live_ws.monitor),
+    ]
+    if WEB_ROOT.is_dir():
+        routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True), name="web"))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.server = server
+    return TokenGate(app, settings.token)
+
+
+def serve(settings: ServerSettings, scorer: Scorer) -> None:
+    """Run the server with uvicorn (its `websockets` implementation) until interrupted."""
+    settings.check()
+    if scorer.random_weights:
+        log.warning("serving a RANDOM-WEIGHT model: its scores are not emotion recognition")
+    uvicorn.run(
+        create_app(settings, scorer), host=settings.host, port=settings.port, ws="websockets",
+        ws_max_size=settings.max_message_bytes, log_level="warning",
+    )
