@@ -48,3 +48,11 @@ def speech_silence_speech(speech):
 def rng():
     """A seeded random generator."""
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def two_voices(speech, speech_silence_speech):
+    """Two channels of equal length holding different speech: a caller and an agent."""
+    from party_helpers import two_voices as make
+
+    return make(speech, speech_silence_speech)

@@ -34,7 +34,11 @@ MAX_METADATA_BYTES = 8192  # `metadata` as compact UTF-8 JSON
 MAX_CONTEXT_CHARS = 2000
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # 1-64 chars, no leading '.'
 
-START_FIELDS = ("type", "sample_rate", "encoding", "channels", "session_id", "context", "metadata")
+START_FIELDS = (
+    "type", "sample_rate", "encoding", "channels", "session_id", "context", "metadata", "split_channels", "parties",
+)
+PARTY_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # party names become MQTT topic levels and file names
+WHOLE_SESSION = "all"  # reserved: what a message about the whole session is filed under (MQTT)
 
 # WebSocket close codes (RFC 6455) the server uses.
 CLOSE_NORMAL = 1000  # the session ended: stop -> final events -> summary
@@ -51,6 +55,11 @@ ERROR_CODES: dict[str, str] = {
     "unsupported_rate": "`sample_rate` is not one of the supported rates",
     "unsupported_encoding": "`encoding` is not one of the supported encodings",
     "unsupported_channels": "`channels` is below 1 or above the server's maximum",
+    "bad_split": "`split_channels` asked of a stream with one channel",
+    "bad_parties": "`parties` is not a list of distinct names (1-32 of A-Z a-z 0-9 _ -, not \"all\"), "
+    "is given without `split_channels`, or names more or fewer parties than `channels`",
+    "unknown_track": "a Twilio track name that is neither inbound nor outbound (in `tracks`, a media "
+    "message or the `track` <Parameter>), or a party <Parameter> for a track not streamed",
     "already_started": "a second `start` on the same connection",
     "not_started": "`stop` before `start`",
     "audio_before_start": "a binary message before `start`",
@@ -109,10 +118,12 @@ class StartMessage:
 
     sample_rate: int  # Hz, one of INPUT_RATES
     encoding: str  # one of ENCODINGS
-    channels: int = 1  # interleaved channels per frame, averaged to mono
+    channels: int = 1  # interleaved channels per frame, averaged to mono unless split
     session_id: str | None = None  # client-chosen id (SESSION_ID_RE); the server makes one if None
     context: str | None = None  # free text about the conversation, recorded with the session
     metadata: dict = field(default_factory=dict)  # any JSON object, recorded with the session
+    split_channels: bool = False  # analyze each channel as its own party instead of the mix
+    parties: tuple[str, ...] = ()  # the channels' party names when split; default "0", "1", ...
 
     def to_dict(self) -> dict:
         """The message as a client sends it (JSON-ready; unset optional fields left out)."""
@@ -122,7 +133,18 @@ class StartMessage:
                 body[name] = getattr(self, name)
         if self.metadata:
             body["metadata"] = dict(self.metadata)
+        if self.split_channels:
+            body["split_channels"] = True
+        if self.parties:
+            body["parties"] = list(self.parties)
         return body
+
+    @property
+    def party_names(self) -> tuple[str, ...]:
+        """One name per analyzed signal: the parties of a split stream, () for the mix."""
+        if not self.split_channels:
+            return ()
+        return self.parties or default_parties(self.channels)
 
 
 @dataclass(frozen=True)
@@ -221,6 +243,47 @@ def check_metadata(value) -> dict:
     return value
 
 
+def default_parties(channels: int) -> tuple[str, ...]:
+    """The party names of a split stream that named none: its channel indices."""
+    return tuple(str(i) for i in range(channels))
+
+
+def check_party_names(value, where: str = "parties") -> tuple[str, ...]:
+    """A list of distinct party names (PARTY_RE, not the reserved "all"), as a tuple."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ProtocolError("bad_parties", f"{where} must be a non-empty list of names, got {value!r}")
+    for name in value:
+        if not isinstance(name, str) or not PARTY_RE.fullmatch(name) or name == WHOLE_SESSION:
+            raise ProtocolError(
+                "bad_parties",
+                f"{where}: each name must be 1-32 characters of A-Z, a-z, 0-9, '_', '-' and not "
+                f"{WHOLE_SESSION!r}, got {name!r}",
+            )
+    if len(set(value)) != len(value):
+        raise ProtocolError("bad_parties", f"{where} must be distinct, got {_allowed(value)}")
+    return tuple(value)
+
+
+def check_split(split, parties, channels: int) -> tuple[bool, tuple[str, ...]]:
+    """`split_channels` and `parties` of a start with `channels` channels, validated together."""
+    if split is None:
+        split = False
+    if not isinstance(split, bool):
+        raise ProtocolError("bad_start", f"split_channels must be true or false, got {split!r}")
+    if parties is None:
+        return split, ()
+    if not split:
+        raise ProtocolError("bad_parties", "parties name the channels of a split stream: add \"split_channels\": true")
+    names = check_party_names(parties)
+    if len(names) != channels:
+        raise ProtocolError(
+            "bad_parties",
+            f"parties names {len(names)} part{'y' if len(names) == 1 else 'ies'} for {channels} channel(s): "
+            "give one name per channel",
+        )
+    return split, names
+
+
 def parse_start(fields: Mapping, max_channels: int = 2) -> StartMessage:
     """Validate the fields of a `start` object (with or without its `type`)."""
     unknown = sorted(set(fields) - set(START_FIELDS))
@@ -232,13 +295,21 @@ def parse_start(fields: Mapping, max_channels: int = 2) -> StartMessage:
     for name in ("sample_rate", "encoding"):
         if name not in fields:
             raise ProtocolError("bad_start", f"start needs `{name}`")
+    channels = check_channels(fields.get("channels", 1), max_channels)
+    split, parties = check_split(fields.get("split_channels"), fields.get("parties"), channels)
+    if split and channels < 2:
+        raise ProtocolError(
+            "bad_split", "split_channels needs a stream of two or more channels; this start has channels: 1"
+        )
     return StartMessage(
         sample_rate=check_sample_rate(fields["sample_rate"]),
         encoding=check_encoding(fields["encoding"]),
-        channels=check_channels(fields.get("channels", 1), max_channels),
+        channels=channels,
         session_id=check_session_id(fields.get("session_id")),
         context=check_context(fields.get("context")),
         metadata=check_metadata(fields.get("metadata")),
+        split_channels=split,
+        parties=parties,
     )
 
 
@@ -287,6 +358,17 @@ def decode_audio(data: bytes, encoding: str, channels: int) -> np.ndarray:
     channels are interleaved frame by frame and averaged: int16 as the rounded mean (ties to
     even) of the int32 sum, float32 in float32.
     """
+    frames = decode_frames(data, encoding, channels)
+    if channels == 1:
+        return frames[:, 0]
+    if frames.dtype == np.int16:
+        total = frames.sum(axis=1, dtype=np.int32)
+        return np.rint(total / channels).astype(np.int16)
+    return (frames.sum(axis=1, dtype=np.float32) / np.float32(channels)).astype(np.float32)
+
+
+def decode_frames(data: bytes, encoding: str, channels: int) -> np.ndarray:
+    """One binary message -> sample frames of shape (n_frames, channels), channels kept apart."""
     if encoding not in SAMPLE_BYTES:
         raise ProtocolError(
             "unsupported_encoding", f"encoding must be one of {_allowed(ENCODINGS)}, got {encoding!r}"
@@ -308,13 +390,7 @@ def decode_audio(data: bytes, encoding: str, channels: int) -> np.ndarray:
             raise ProtocolError("bad_audio", "pcm_f32le audio contains NaN or infinite samples")
     else:
         samples = mulaw.decode(data)
-    if channels == 1:
-        return samples
-    frames = samples.reshape(-1, channels)
-    if samples.dtype == np.int16:
-        total = frames.sum(axis=1, dtype=np.int32)
-        return np.rint(total / channels).astype(np.int16)
-    return (frames.sum(axis=1, dtype=np.float32) / np.float32(channels)).astype(np.float32)
+    return samples.reshape(-1, channels)
 
 
 class State(enum.Enum):
@@ -367,13 +443,15 @@ class ClientStream:
         return message
 
     def receive_binary(self, data: bytes) -> np.ndarray:
-        """A binary message: audio in the start's encoding -> mono samples."""
+        """A binary message: audio in the start's encoding -> mono samples, or (n, channels) frames when split."""
         self._check_open()
         self._check_size(len(data))
         if self.start is None:
             raise ProtocolError(
                 "audio_before_start", "send a start message before the first binary audio message"
             )
+        if self.start.split_channels:
+            return decode_frames(data, self.start.encoding, self.start.channels)
         return decode_audio(data, self.start.encoding, self.start.channels)
 
 
@@ -383,14 +461,20 @@ class ClientStream:
 SERVER_TYPES = ("ready", "error", "summary", "overload")  # plus the event types of docs/events.md
 
 
-def ready(session_id: str, parameters: dict) -> dict:
-    """The session is running: send audio now. `parameters` are the analyzer's settings."""
-    return {
+def ready(session_id: str, parameters: dict, parties: tuple[str, ...] = ()) -> dict:
+    """The session is running: send audio now. `parameters` are the analyzer's settings.
+
+    A split session lists its `parties` in channel order; its events carry one of them each.
+    """
+    body = {
         "type": "ready",
         "session_id": session_id,
         "protocol": PROTOCOL_VERSION,
         "parameters": parameters,
     }
+    if parties:
+        body["parties"] = list(parties)
+    return body
 
 
 def error(code: str, message: str) -> dict:
@@ -411,15 +495,17 @@ def overload(message: str, queue_depth: int, session_id: str | None = None) -> d
     return body
 
 
-def event_message(session_id: str, event: Event) -> dict:
-    """An analyzer event (docs/events.md) tagged with its session."""
+def event_message(session_id: str, event: Event, party: str | None = None) -> dict:
+    """An analyzer event (docs/events.md) tagged with its session and, in split sessions, its party."""
     body = to_dict(event)
-    return {"type": body.pop("type"), "session_id": session_id, **body}
+    tags = {"session_id": session_id} if party is None else {"session_id": session_id, "party": party}
+    return {"type": body.pop("type"), **tags, **body}
 
 
 __all__ = [
     "CLIENT_TYPES", "CLOSING_ERRORS", "CLOSE_INTERNAL", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_TOO_BIG",
-    "CLOSE_TRY_AGAIN", "ClientMessage", "ClientStream", "ENCODINGS", "ERROR_CODES",
+    "CLOSE_TRY_AGAIN", "ClientMessage", "PARTY_RE", "WHOLE_SESSION", "check_party_names", "check_split",
+    "decode_frames", "default_parties", "ClientStream", "ENCODINGS", "ERROR_CODES",
     "MAX_CONTEXT_CHARS", "MAX_METADATA_BYTES", "PROTOCOL_VERSION", "ProtocolError",
     "SAMPLE_BYTES", "SERVER_TYPES", "SESSION_ID_RE", "START_FIELDS", "StartMessage", "State",
     "StopMessage", "check_channels", "check_context", "check_encoding", "check_metadata",

@@ -108,13 +108,15 @@ class EmostreamServer:
             "random_weights": self.scorer.random_weights,
             "parameters": config.describe(),
         }
+        if spec.parties:
+            info["parties"] = list(spec.parties)
         recorder = SessionRecorder(self.settings.recordings, spec.session_id, spec.sample_rate, sample_format, info)
         metrics = self.metrics
 
-        def publish(session, events):
+        def publish(session, events, party):
             for event in events:
                 metrics.events.labels(event.type).inc()
-                message = event_message(spec.session_id, event)
+                message = event_message(spec.session_id, event, party)
                 if outbox is not None:
                     outbox.put(message)
                 self.broadcast(message)
@@ -138,7 +140,7 @@ class EmostreamServer:
         metrics.sessions_total.labels(spec.source).inc()
         metrics.sessions_active.set(len(self.sessions))
         self.broadcast(
-            {"type": "session_started", "session_id": spec.session_id, **info, "info": event_message(spec.session_id, session.info_event)}
+            {"type": "session_started", "session_id": spec.session_id, **info, "info": event_message(spec.session_id, session.info_event, session.parties[0].name)}
         )
         return session
 

@@ -12,8 +12,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from models.errors import EmostreamError
 from stream.offline.analyze import GRANULARITIES, analyze_audio
 from stream.offline.audio_file import load
+from stream.protocol.native import PARTY_RE
 
-from .recording import list_sessions, load_session, validate_session_id
+from .recording import audio_file, list_sessions, load_session, validate_session_id
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -76,8 +77,19 @@ def _session_file(request: Request, name: str, media_type: str, download: str | 
 
 
 async def session_audio(request: Request) -> Response:
-    """The received audio of a session, as WAV."""
-    return _session_file(request, "audio.wav", "audio/wav", ".wav")
+    """The received audio of a session, as WAV; of a split session, the `?party=` one's."""
+    party = request.query_params.get("party")
+    if party is None:
+        try:
+            parties = load_session(request.app.state.server.settings.recordings, request.path_params["session_id"]).get("parties")
+        except KeyError:
+            parties = None
+        if parties:
+            return _error(400, "party_required", f"this session keeps one WAV per party: add ?party= one of {', '.join(parties)}")
+        return _session_file(request, audio_file(), "audio/wav", ".wav")
+    if not PARTY_RE.fullmatch(party):
+        return _error(404, "not_found", "no such party")
+    return _session_file(request, audio_file(party), "audio/wav", f"-{party}.wav")
 
 
 async def session_events(request: Request) -> Response:

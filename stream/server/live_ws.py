@@ -141,10 +141,11 @@ def _start_native(conn: _Connection, start: StartMessage) -> None:
     """Open the session a `start` message asks for and answer `ready` and `info`."""
     sid = conn.server.new_session_id(start.session_id)
     spec = SessionSpec(sid, start.sample_rate, start.encoding, start.channels, start.context,
-                       dict(start.metadata), "native")
+                       dict(start.metadata), "native", start.party_names)
     session = conn.start(spec, "float32" if start.encoding == "pcm_f32le" else "int16")
-    conn.outbox.put(ready(sid, session.core.config.describe()))
-    conn.outbox.put(event_message(sid, session.info_event))
+    conn.outbox.put(ready(sid, session.core.config.describe(), spec.parties))
+    for party, info in session.info_events.items():
+        conn.outbox.put(event_message(sid, info, party))
 
 
 async def twilio_stream(ws: WebSocket) -> None:

@@ -21,6 +21,7 @@ from models.errors import AudioError, ConfigError
 from stream.protocol.native import SESSION_ID_RE
 
 AUDIO_FILE = "audio.wav"
+PARTIES_KEY = "parties"  # session.json: the party names of a split session, one WAV each
 EVENTS_FILE = "events.jsonl"
 SESSION_FILE = "session.json"
 _TMP_SUFFIX = ".tmp"
@@ -102,6 +103,35 @@ def validate_session_id(session_id: str) -> str:
             "not starting with '.'"
         )
     return session_id
+
+
+def audio_file(party: str | None = None) -> str:
+    """The WAV a session keeps its audio in: audio.wav, or audio-<party>.wav per party of a split one."""
+    return AUDIO_FILE if party is None else f"audio-{party}.wav"
+
+
+def audio_files(meta: Mapping) -> list[str]:
+    """The WAV files of a recorded session, from its session.json."""
+    parties = meta.get(PARTIES_KEY)
+    if isinstance(parties, list) and parties and all(isinstance(p, str) and SESSION_ID_RE.fullmatch(p) for p in parties):
+        return [audio_file(p) for p in parties]
+    return [AUDIO_FILE]
+
+
+class _Track:
+    """One WAV being written: its file and how many samples it holds."""
+
+    def __init__(self, path: Path, header: bytes):
+        # Held open for the session's life, so no `with`; "xb": never write over another's file.
+        self.file = open(path, "xb")  # noqa: SIM115
+        try:
+            self.file.write(header)
+            self.file.flush()
+        except BaseException:
+            self.file.close()
+            raise
+        self.samples = 0
+        self.unflushed = 0  # samples written since the header last described the file
 
 
 def _iso(when: datetime) -> str:
@@ -191,8 +221,7 @@ class SessionRecorder:
             **info,
         }
         meta_bytes = _json_bytes(self._meta, indent=2)  # fails on bad info before any file exists
-        self._samples = 0
-        self._unflushed = 0  # samples written since the header last described the file
+        parties = info.get(PARTIES_KEY) or [None]
         self._closed = False
         self._failed: OSError | None = None  # a write that failed (disk full...) stops recording
 
@@ -207,14 +236,16 @@ class SessionRecorder:
         # session.json first: every folder a recorder started says what its audio format is,
         # which is what lets `repair` rebuild whatever else a crash left half-made.
         _write_atomic(self.dir / SESSION_FILE, meta_bytes, fsync)
-        # Held open for the session's life, so no `with`; "xb": never write over another's file.
-        self._wav = open(self.dir / AUDIO_FILE, "xb")  # noqa: SIM115
+        # A split session keeps each party's audio in its own mono WAV: the tracks of a call
+        # arrive apart and need not line up, and each file replays as that party alone.
+        self._tracks: dict[str | None, _Track] = {}
         try:
-            self._wav.write(self.layout.header(sample_rate, 0))
-            self._wav.flush()
+            for party in parties:
+                self._tracks[party] = _Track(self.dir / audio_file(party), self.layout.header(sample_rate, 0))
             self._events = open(self.dir / EVENTS_FILE, "xb")  # noqa: SIM115
         except BaseException:
-            self._wav.close()
+            for track in self._tracks.values():
+                track.file.close()
             raise
         if fsync:
             self._sync()
@@ -222,22 +253,25 @@ class SessionRecorder:
 
     @property
     def samples_written(self) -> int:
-        """Audio samples written so far."""
-        return self._samples
+        """Audio samples written so far (the longest party's)."""
+        return max(track.samples for track in self._tracks.values())
 
     @property
     def seconds_written(self) -> float:
         """Seconds of audio written so far."""
-        return self._samples / self.sample_rate
+        return self.samples_written / self.sample_rate
 
     @property
     def closed(self) -> bool:
         """True once `close` has run."""
         return self._closed
 
-    def write_audio(self, samples: np.ndarray) -> None:
-        """Append mono samples (int16 or float32, matching `sample_format`) to audio.wav."""
+    def write_audio(self, samples: np.ndarray, party: str | None = None) -> None:
+        """Append mono samples (int16 or float32, matching `sample_format`) to audio.wav (or the party's WAV)."""
         self._check_open()
+        if party not in self._tracks:
+            raise ValueError(f"recording {self.session_id!r} has no party {party!r}")
+        track = self._tracks[party]
         a = np.asarray(samples)
         if a.dtype != np.dtype(self.layout.sample_format) or a.ndim != 1:
             raise AudioError(
@@ -246,16 +280,16 @@ class SessionRecorder:
             )
         if a.size == 0:
             return
-        if (self._samples + a.size) * self.layout.width > _MAX_DATA_BYTES:
+        if (track.samples + a.size) * self.layout.width > _MAX_DATA_BYTES:
             raise AudioError(
                 f"recording {self.session_id!r} is full: a WAV file holds at most 4 GiB "
                 f"({self.seconds_written:.0f} s recorded)"
             )
         try:
-            self._wav.write(a.astype(self.layout.dtype, copy=False).tobytes())
-            self._samples += a.size
-            self._unflushed += a.size
-            if self._unflushed >= self._flush_every:
+            track.file.write(a.astype(self.layout.dtype, copy=False).tobytes())
+            track.samples += a.size
+            track.unflushed += a.size
+            if track.unflushed >= self._flush_every:
                 self._checkpoint()
         except OSError as exc:
             self._fail(exc)
@@ -315,7 +349,7 @@ class SessionRecorder:
     def _fail(self, exc: OSError) -> None:
         """Stop after a failed write: appending to a partial sample or line garbles the rest."""
         self._failed = exc
-        for f in (self._wav, self._events):
+        for f in self._files():
             try:
                 f.close()
             except OSError:
@@ -334,22 +368,26 @@ class SessionRecorder:
         """Hand buffered audio to the OS, then make the header describe it."""
         # Data first, header second: a kill between the two leaves a header that claims less
         # than the file holds, which is still a valid WAV.
-        self._wav.flush()
-        self._wav.seek(0)
-        self._wav.write(self.layout.header(self.sample_rate, self._samples))
-        self._wav.seek(0, os.SEEK_END)
-        self._wav.flush()
+        for track in self._tracks.values():
+            track.file.flush()
+            track.file.seek(0)
+            track.file.write(self.layout.header(self.sample_rate, track.samples))
+            track.file.seek(0, os.SEEK_END)
+            track.file.flush()
+            track.unflushed = 0
         self._events.flush()
-        self._unflushed = 0
         if self.fsync:
             self._sync()
 
+    def _files(self) -> list:
+        return [track.file for track in self._tracks.values()] + [self._events]
+
     def _sync(self) -> None:
-        os.fsync(self._wav.fileno())
-        os.fsync(self._events.fileno())
+        for f in self._files():
+            os.fsync(f.fileno())
 
     def _release(self) -> None:
-        for f in (self._wav, self._events):
+        for f in self._files():
             f.close()
 
 
@@ -358,7 +396,7 @@ class RepairReport:
     """What `repair` changed in one session folder; nothing changed means it was already whole."""
 
     session_dir: Path
-    samples: int  # audio samples in audio.wav after repair
+    samples: int  # audio samples in audio.wav after repair (a split session's: the longest party's)
     header_fixed: bool  # the WAV header's sizes were rewritten (or a missing header written)
     audio_bytes_dropped: int  # a partial trailing sample frame cut off
     events_dropped: int  # torn last lines of events.jsonl removed (0 or 1)
@@ -387,11 +425,14 @@ def repair(session_dir: str | Path) -> RepairReport:
     rate = meta.get("sample_rate")
     if layout is None or not isinstance(rate, int) or rate <= 0:
         raise ValueError(f"{meta_path}: bad sample_format or sample_rate")
-    audio, events = session_dir / AUDIO_FILE, session_dir / EVENTS_FILE
-    # The last write to either file is the best record of when the session died.
-    mtimes = [p.stat().st_mtime for p in (audio, events, meta_path) if p.exists()]
+    audios, events = [session_dir / name for name in audio_files(meta)], session_dir / EVENTS_FILE
+    # The last write to any file is the best record of when the session died.
+    mtimes = [p.stat().st_mtime for p in (*audios, events, meta_path) if p.exists()]
 
-    samples, header_fixed, dropped = _repair_wav(audio, layout, rate)
+    repaired = [_repair_wav(audio, layout, rate) for audio in audios]
+    samples = max(r[0] for r in repaired)
+    header_fixed = any(r[1] for r in repaired)
+    dropped = sum(r[2] for r in repaired)
     events_dropped, terminated = _repair_events(events)
 
     tmp = meta_path.with_name(meta_path.name + _TMP_SUFFIX)
@@ -494,9 +535,9 @@ def load_session(root: str | Path, session_id: str) -> dict:
     meta = _read_session_json(folder / SESSION_FILE)
     if meta is None:
         raise KeyError(session_id)
-    audio = folder / AUDIO_FILE
     meta["events"] = _count_lines(folder / EVENTS_FILE)
-    meta["audio_bytes"] = audio.stat().st_size if audio.exists() else 0
+    audios = [folder / name for name in audio_files(meta)]
+    meta["audio_bytes"] = sum(audio.stat().st_size for audio in audios if audio.exists())
     return meta
 
 
@@ -512,7 +553,7 @@ def _count_lines(path: Path) -> int:
 
 
 __all__ = [
-    "AUDIO_FILE", "EVENTS_FILE", "RESERVED_KEYS", "SAMPLE_FORMATS", "SESSION_FILE", "RepairReport",
+    "AUDIO_FILE", "EVENTS_FILE", "PARTIES_KEY", "audio_file", "audio_files", "RESERVED_KEYS", "SAMPLE_FORMATS", "SESSION_FILE", "RepairReport",
     "SessionRecorder", "WavLayout", "list_sessions", "load_session", "repair",
     "validate_session_id",
 ]

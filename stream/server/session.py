@@ -24,6 +24,7 @@ from stream.engine.config import AnalyzerConfig
 from stream.engine.events import Event, Window, to_dict
 from stream.engine.jobs import EvidenceJob, ModelJob
 
+from .parties import PartyStream, split_frames
 from .scheduler import BatchScheduler, Overloaded
 
 
@@ -38,13 +39,14 @@ class SessionSpec:
     context: str | None = None
     metadata: dict = field(default_factory=dict)
     source: str = "native"  # native | twilio
+    parties: tuple[str, ...] = ()  # one analysis per named party (split channels, Twilio tracks); (): the mix
 
 
 @dataclass
 class SessionHooks:
     """Where a session's output goes (all optional)."""
 
-    publish: Callable[["LiveSession", list[Event]], None] | None = None
+    publish: Callable[["LiveSession", list[Event], str | None], None] | None = None  # (session, events, party)
     overload: Callable[["LiveSession", int], None] | None = None  # queue depth
     failed: Callable[["LiveSession", BaseException], None] | None = None
     latency: Callable[[float], None] | None = None  # seconds from audio arrival to its window
@@ -70,41 +72,59 @@ class LiveSession:
         `profile` is the domain profile its context selected; `centroids` the fear/disgust centres.
         """
         self.spec = spec
-        self.core = StreamCore(
-            config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids
-        )
+        self.parties = [
+            PartyStream(name, StreamCore(config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids))
+            for name in (spec.parties or (None,))
+        ]
+        self._party = {p.name: p for p in self.parties}
+        self.core = self.parties[0].core  # every party's core has the same config
         self.scheduler = scheduler
         self.recorder = recorder
         self.hooks = hooks or SessionHooks()
         self.max_backlog_seconds = max_backlog_seconds
         self.started = time.time()
         self.counts: Counter[str] = Counter()
-        self._backlog: deque[ModelJob] = deque()
+        self._backlog: deque[tuple[PartyStream, ModelJob]] = deque()
         self._outstanding: set[asyncio.Future] = set()
-        self._arrivals: deque[tuple[int, float]] = deque()  # (16 kHz samples received, when)
         self._overloaded = False
         self._failed: BaseException | None = None
         self._closed = False
-        self.info_event = self._take()[0]  # the `info` event describes the session up front
+        # Each party's `info` event describes its analysis up front.
+        self.info_events = {party.name: events[0] for party, events in self._take()}
+        self.info_event = self.info_events[self.parties[0].name]
 
     @property
     def received_seconds(self) -> float:
-        """Seconds of audio received so far."""
-        return self.core.received_seconds
+        """Seconds of audio received so far (the longest party's)."""
+        return max(p.core.received_seconds for p in self.parties)
 
-    def feed(self, samples: np.ndarray) -> None:
-        """Take decoded client samples: record them, analyze them, queue their chunks."""
+    def feed(self, samples: np.ndarray, party: str | None = None) -> None:
+        """Take decoded client samples: record them, analyze them, queue their chunks.
+
+        A split session takes (n, parties) frames, one column per party, or one party's mono
+        samples with `party` (Twilio's tracks arrive apart); a session that is not split, mono.
+        """
         if self._failed is not None:
             raise self._failed
-        self.core.push(samples)  # validates before anything is recorded
-        if self.recorder is not None:
-            self.recorder.write_audio(samples)
-        self._arrivals.append((round(self.core.received_seconds * SAMPLE_RATE), time.monotonic()))
+        if party is not None:
+            if party not in self._party or not self.spec.parties:
+                raise ValueError(f"session {self.spec.session_id!r} has no party {party!r}")
+            columns = {party: samples}
+        elif self.spec.parties:
+            columns = split_frames(samples, self.spec.parties)
+        else:
+            columns = {None: samples}
+        now = time.monotonic()
+        for name, column in columns.items():
+            self._party[name].push(column, now)  # validates before anything is recorded
+            if self.recorder is not None:
+                self.recorder.write_audio(column, name)
         self._dispatch()
 
     async def finish(self) -> dict:
         """End of stream: score what is left, publish the last events, close the recording."""
-        self.core.finish()
+        for party in self.parties:
+            party.core.finish()
         self._dispatch()
         while self._backlog or self._outstanding:
             if self._failed is not None:
@@ -140,51 +160,55 @@ class LiveSession:
         }
 
     def summary(self, reason: str = "complete") -> dict:
-        """Counts and duration of the session so far."""
-        return {
+        """Counts and duration of the session so far; a split session's also per party."""
+        body = {
             "session_id": self.spec.session_id,
             "status": reason,
             "duration_seconds": round(self.received_seconds, 3),
             "events": dict(self.counts),
             "overloaded": self._overloaded,
         }
+        if self.spec.parties:
+            body["parties"] = {p.name: p.describe() for p in self.parties}
+        return body
 
     # ---- model side -------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        for job in self.core.pending_jobs():
-            if isinstance(job, EvidenceJob):  # CPU-only measurements: the scheduler's measuring thread
-                self._track(job, self.scheduler.measure(job))
-            else:
-                self._backlog.append(job)
+        for party in self.parties:
+            for job in party.core.pending_jobs():
+                if isinstance(job, EvidenceJob):  # CPU-only measurements: the scheduler's measuring thread
+                    self._track(party, job, self.scheduler.measure(job))
+                else:
+                    self._backlog.append((party, job))
         while self._backlog:
             try:
-                future = self.scheduler.submit(self._backlog[0])
+                future = self.scheduler.submit(self._backlog[0][1])
             except Overloaded:
                 self._on_overload()
                 return
-            self._track(self._backlog.popleft(), future)
+            self._track(*self._backlog.popleft(), future)
 
-    def _track(self, job, future: asyncio.Future) -> None:
+    def _track(self, party: PartyStream, job, future: asyncio.Future) -> None:
         self._outstanding.add(future)
-        future.add_done_callback(lambda f, job=job: self._done(job, f))
+        future.add_done_callback(lambda f, job=job: self._done(party, job, f))
 
     def _on_overload(self) -> None:
         self.scheduler.when_capacity(self._dispatch)
         if not self._overloaded and self.hooks.overload:
             self.hooks.overload(self, self.scheduler.depth)
         self._overloaded = True
-        backlog = sum(len(job.audio) for job in self._backlog) / SAMPLE_RATE
+        backlog = sum(len(job.audio) for _, job in self._backlog) / SAMPLE_RATE
         if backlog > self.max_backlog_seconds:
             self._fail(Overloaded(f"{backlog:.1f} s of audio waiting for the model; limit {self.max_backlog_seconds:g} s"))
 
-    def _done(self, job, future: asyncio.Future) -> None:
+    def _done(self, party: PartyStream, job, future: asyncio.Future) -> None:
         self._outstanding.discard(future)
         if future.cancelled() or self._failed is not None:
             return
         if future.exception() is not None:
             self._fail(future.exception())
             return
-        self.core.complete(job, future.result())
+        party.core.complete(job, future.result())
         self._dispatch()  # a segment's last chunk starts its decision checks
         self._deliver()
 
@@ -195,28 +219,29 @@ class LiveSession:
                 self.hooks.failed(self, exc)
 
     # ---- events -----------------------------------------------------------------------------
-    def _take(self) -> list[Event]:
-        events = self.core.take_events()
-        for event in events:
-            self.counts[event.type] += 1
-            if self.recorder is not None:
-                self.recorder.write_event(to_dict(event))
-        return events
+    def _take(self) -> list[tuple[PartyStream, list[Event]]]:
+        """Each party's new events, counted and recorded (tagged with the party when split)."""
+        taken = []
+        for party in self.parties:
+            events = party.take_events()
+            for event in events:
+                self.counts[event.type] += 1
+                if self.recorder is not None:
+                    body = to_dict(event)
+                    if party.name is not None:
+                        body = {"type": body.pop("type"), "party": party.name, **body}
+                    self.recorder.write_event(body)
+            taken.append((party, events))
+        return taken
 
     def _deliver(self) -> None:
-        events = self._take()
-        if not events:
-            return
-        if self.hooks.latency:
-            now = time.monotonic()
-            for event in events:
-                if isinstance(event, Window):
-                    self.hooks.latency(now - self._arrival_of(round(event.end * SAMPLE_RATE)))
-        if self.hooks.publish:
-            self.hooks.publish(self, events)
-
-    def _arrival_of(self, sample: int) -> float:
-        """When the audio containing `sample` arrived (older arrivals are forgotten)."""
-        while len(self._arrivals) > 1 and self._arrivals[0][0] < sample:
-            self._arrivals.popleft()
-        return self._arrivals[0][1]
+        for party, events in self._take():
+            if not events:
+                continue
+            if self.hooks.latency:
+                now = time.monotonic()
+                for event in events:
+                    if isinstance(event, Window):
+                        self.hooks.latency(now - party.arrival_of(round(event.end * SAMPLE_RATE)))
+            if self.hooks.publish:
+                self.hooks.publish(self, events, party.name)

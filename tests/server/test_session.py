@@ -29,7 +29,7 @@ def test_batched_sessions_match_the_single_stream_analyzer(scorer, speech_silenc
         got = {i: [] for i in range(3)}
         sessions = [
             LiveSession(spec(i), AnalyzerConfig(), scorer, sched,
-                        hooks=SessionHooks(publish=lambda s, ev, i=i: got[i].extend(ev)))
+                        hooks=SessionHooks(publish=lambda s, ev, party, i=i: got[i].extend(ev)))
             for i in range(3)
         ]
         for i, s in enumerate(sessions):
@@ -77,7 +77,7 @@ def test_backlog_drains_when_the_model_catches_up(scorer, speech_silence_speech)
     async def run():
         sched = BatchScheduler(scorer, max_batch=1, max_wait=0.0, max_pending=1)
         sched.start()
-        hooks = SessionHooks(publish=lambda s, ev: got.extend(ev), overload=lambda s, d: overloads.append(d))
+        hooks = SessionHooks(publish=lambda s, ev, party: got.extend(ev), overload=lambda s, d: overloads.append(d))
         session = LiveSession(spec(1), AnalyzerConfig(), scorer, sched, hooks=hooks)
         session.feed(samples)  # all at once: more chunks than the queue holds
         summary = await session.finish()
