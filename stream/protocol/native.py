@@ -77,7 +77,7 @@ ERROR_CODES: dict[str, str] = {
     "bad_message": "a `stop` with fields, or a Twilio message lacking a field or with one of "
     "the wrong type",
     "bad_payload": "a Twilio media payload is not valid base64",
-    "twilio_format": "the Twilio stream is not μ-law 8000 Hz mono, or has no inbound track",
+    "twilio_format": "the Twilio stream is not μ-law 8000 Hz mono, or lacks a track to analyze",
     "twilio_sequence": "Twilio messages out of order: media before start, start twice, "
     "anything after stop, a sequence number going back or a stream SID changing",
 }

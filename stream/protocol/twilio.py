@@ -4,7 +4,10 @@ Twilio sends `connected`, one `start` (stream metadata and media format), `media
 8 kHz mono, normally 20 ms each), `dtmf` and `mark` messages, and a final `stop`; all but
 `connected` carry `sequenceNumber` (a decimal string counting from 1) and `streamSid`.
 `TwilioStream.receive` validates each message and returns what it means for us: `Started`,
-`Audio` (decoded int16 samples of the analyzed track only), `Marked`, `Dtmf`, `Stopped`.
+`Audio` (decoded int16 samples of the analyzed tracks only), `Marked`, `Dtmf`, `Stopped`.
+Every streamed track is analyzed unless the `track` <Parameter> picks one; with both tracks
+(`<Stream track="both_tracks">`) the call is split into two parties, inbound = "caller" and
+outbound = "agent" unless the `inbound_party` / `outbound_party` <Parameter>s rename them.
 Unknown `event` types are ignored so that events Twilio adds later do not end a call's
 analysis; malformed or out-of-order messages raise `ProtocolError`. Twilio cannot send headers
 or query strings, so the access token arrives as the `token` custom parameter of `start`
@@ -31,6 +34,7 @@ from .native import (
     StartMessage,
     check_context,
     check_metadata,
+    check_party_names,
     loads_object,
 )
 
@@ -39,6 +43,14 @@ TWILIO_RATE = 8000
 TWILIO_CHANNELS = 1
 TRACKS = ("inbound", "outbound")  # inbound: the caller's audio as Twilio receives it
 TOKEN_PARAMETER = "token"  # the custom parameter that carries the access token
+TRACK_PARAMETER = "track"  # custom parameter: "inbound", "outbound" or "both" tracks analyzed
+BOTH = "both"
+DEFAULT_PARTIES = {"inbound": "caller", "outbound": "agent"}  # renamed by <Parameter name="inbound_party">
+
+
+def party_parameter(track: str) -> str:
+    """The custom parameter that names a track's party: inbound_party, outbound_party."""
+    return f"{track}_party"
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class Audio:
     track: str
     chunk: int  # Twilio's chunk counter (1, 2, ...) for this track
     timestamp_ms: int  # Twilio's presentation time: ms since the stream started
+    party: str | None = None  # the track's party when both tracks are analyzed, else None
 
 
 @dataclass(frozen=True)
@@ -121,16 +134,20 @@ def _counter(value, name: str, where: str) -> int:
 class TwilioStream:
     """One `/ws/twilio` connection: validates Twilio's message sequence and decodes its audio.
 
-    Only media of `track` (default "inbound", the caller) is returned as `Audio`; media of the
-    other track, when Twilio streams both, is checked and dropped. `started` holds the `start`.
+    Media of the analyzed tracks is returned as `Audio`; that of a track not analyzed is checked
+    and dropped. `track` fixes the one track analyzed; None (default) lets the `start` decide:
+    its `track` <Parameter>, else every track Twilio streams. `started` holds the `start`;
+    `analyzed` the tracks analyzed and `parties` their party names when there are two.
     """
 
-    def __init__(self, track: str = "inbound"):
-        if track not in TRACKS:
+    def __init__(self, track: str | None = None):
+        if track is not None and track not in TRACKS:
             raise ValueError(f"track must be one of {', '.join(TRACKS)}, got {track!r}")
         self.track = track
         self.state = TwilioState.AWAITING_START
         self.started: Started | None = None
+        self.analyzed: tuple[str, ...] = ()
+        self.parties: dict[str, str] = {}  # track -> party name, when the call is split
         self.last_sequence = 0  # highest sequenceNumber seen
         self.ignored: Counter[str] = Counter()  # unknown event types received, for logs
 
@@ -197,22 +214,23 @@ class TwilioStream:
                 f"{TWILIO_CHANNELS} channel; got encoding {got[0]!r}, sampleRate {got[1]!r}, "
                 f"channels {got[2]!r}",
             )
-        tracks = body.get("tracks", [self.track])
+        tracks = body.get("tracks", [self.track or "inbound"])
         if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
             raise ProtocolError(
                 "bad_message", f"Twilio start `tracks` must be a list of strings, got {tracks!r}"
             )
-        if self.track not in tracks:
-            raise ProtocolError(
-                "twilio_format",
-                f"Twilio streams the track(s) {', '.join(tracks) or 'none'}; the {self.track} "
-                f"track is analyzed: stream it (<Stream track=\"{self.track}_track\"> or both_tracks)",
-            )
+        for track in tracks:
+            if track not in TRACKS:
+                raise ProtocolError(
+                    "unknown_track", f"Twilio start streams a track {track!r}; known tracks: {', '.join(TRACKS)}"
+                )
         params = body.get("customParameters") or {}
         if not isinstance(params, dict):
             raise ProtocolError(
                 "bad_message", f"Twilio start `customParameters` must be an object, got {params!r}"
             )
+        analyzed = self._analyzed(tracks, params)
+        parties = self._parties(analyzed, params)
         sid = _field(body, "streamSid", str, "start")
         if not sid:
             raise ProtocolError("bad_message", "Twilio start has an empty streamSid")
@@ -230,12 +248,53 @@ class TwilioStream:
             sample_rate=TWILIO_RATE,
             token=token if isinstance(token, str) else None,
         )
+        self.analyzed, self.parties = analyzed, parties
         self.state = TwilioState.STREAMING
         return self.started
 
+    def _analyzed(self, tracks: list[str], params: Mapping) -> tuple[str, ...]:
+        """The tracks to analyze: the fixed one, the `track` <Parameter>'s, or all streamed."""
+        chosen = params.get(TRACK_PARAMETER)
+        if self.track is not None:
+            wanted = (self.track,)
+        elif chosen is None:
+            wanted = tuple(t for t in TRACKS if t in tracks)
+        elif chosen == BOTH:
+            wanted = TRACKS
+        elif chosen in TRACKS:
+            wanted = (chosen,)
+        else:
+            raise ProtocolError(
+                "unknown_track",
+                f"the {TRACK_PARAMETER!r} <Parameter> must be one of {', '.join((*TRACKS, BOTH))}, got {chosen!r}",
+            )
+        missing = [t for t in wanted if t not in tracks] or ([] if wanted else ["inbound"])
+        if missing:
+            raise ProtocolError(
+                "twilio_format",
+                f"Twilio streams the track(s) {', '.join(tracks) or 'none'}; the {' and '.join(missing)} "
+                f"track is analyzed: stream it (<Stream track=\"{missing[0]}_track\"> or both_tracks)",
+            )
+        return wanted
+
+    @staticmethod
+    def _parties(analyzed: tuple[str, ...], params: Mapping) -> dict[str, str]:
+        """Party names of the analyzed tracks when there are two; {} for a single track."""
+        for track in TRACKS:
+            if party_parameter(track) in params and track not in analyzed:
+                raise ProtocolError(
+                    "unknown_track",
+                    f"the {party_parameter(track)!r} <Parameter> names the {track} track, which is not analyzed",
+                )
+        if len(analyzed) < 2:
+            return {}
+        names = [params.get(party_parameter(t), DEFAULT_PARTIES[t]) for t in analyzed]
+        check_party_names(names, "the party <Parameter>s (" + ", ".join(map(party_parameter, analyzed)) + ")")
+        return dict(zip(analyzed, names))
+
     def _media(self, message: Mapping) -> list[TwilioEvent]:
         body = _field(message, "media", dict, "media")
-        track = body.get("track", self.track)
+        track = body.get("track", self.analyzed[0])
         payload = _field(body, "payload", str, "media")
         try:
             data = base64.b64decode(payload, validate=True)
@@ -243,9 +302,11 @@ class TwilioStream:
             raise ProtocolError("bad_payload", f"Twilio media payload is not valid base64: {exc}") from None
         chunk = _counter(body.get("chunk", 0), "chunk", "media")
         timestamp = _counter(body.get("timestamp", 0), "timestamp", "media")
-        if track != self.track:
+        if track not in TRACKS:
+            raise ProtocolError("unknown_track", f"Twilio media of a track {track!r}; known tracks: {', '.join(TRACKS)}")
+        if track not in self.analyzed:
             return []
-        return [Audio(mulaw.decode(data), track, chunk, timestamp)]
+        return [Audio(mulaw.decode(data), track, chunk, timestamp, self.parties.get(track))]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -296,7 +357,8 @@ def start_message_for(started: Started) -> StartMessage:
 
 
 __all__ = [
-    "Audio", "Dtmf", "Marked", "Started", "Stopped", "TOKEN_PARAMETER", "TRACKS", "TWILIO_CHANNELS",
+    "Audio", "BOTH", "DEFAULT_PARTIES", "Dtmf", "Marked", "Started", "Stopped", "TOKEN_PARAMETER",
+    "TRACK_PARAMETER", "TRACKS", "party_parameter", "TWILIO_CHANNELS",
     "TWILIO_ENCODING", "TWILIO_RATE", "TwilioEvent", "TwilioState", "TwilioStream", "session_id_for",
     "start_message_for",
 ]

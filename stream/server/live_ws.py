@@ -55,9 +55,9 @@ class _Connection:
         self.session = self.server.open_session(spec, self.outbox, sample_format)
         return self.session
 
-    def feed(self, samples, rate: int) -> bool:
-        """Analyze samples; False when the session reached its length limit."""
-        self.session.feed(samples)
+    def feed(self, samples, rate: int, party: str | None = None) -> bool:
+        """Analyze samples (of one party, Twilio's tracks); False when the session reached its length limit."""
+        self.session.feed(samples, party)
         self.server.metrics.audio_seconds.inc(len(samples) / rate)
         return self.session.received_seconds <= self.server.settings.max_session_seconds
 
@@ -173,10 +173,11 @@ async def twilio_stream(ws: WebSocket) -> None:
                             raise ProtocolError("unauthorized", "missing or wrong token <Parameter> in the Twilio start")
                         start = start_message_for(event)
                         spec = SessionSpec(server.new_session_id(session_id_for(event)), start.sample_rate, start.encoding,
-                                           start.channels, start.context, dict(start.metadata), "twilio")
+                                           start.channels, start.context, dict(start.metadata), "twilio",
+                                           tuple(stream.parties.values()))
                         conn.start(spec, "int16")
                     elif isinstance(event, Audio):
-                        if not conn.feed(event.samples, conn.session.spec.sample_rate):
+                        if not conn.feed(event.samples, conn.session.spec.sample_rate, event.party):
                             raise ProtocolError("session_too_long", "the call reached --max-session-seconds")
                     elif isinstance(event, (Marked, Dtmf)):
                         server.broadcast(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import httpx
 import numpy as np
 import pytest
+import soxr
 from websockets.asyncio.client import connect
 
 from server_harness import start_server
+from stream.protocol import mulaw
 from party_helpers import same_events
 from test_server import _reader, events_of, stream
 
@@ -88,3 +91,71 @@ def test_bad_split_starts_get_an_error_and_the_connection_goes_on(server, start,
     got = asyncio.run(run())
     assert got[0]["type"] == "error" and got[0]["code"] == code
     assert got[1]["type"] == "ready" and got[-1]["type"] == "summary"
+
+
+def twilio_call(tracks: dict[str, np.ndarray], stream_sid: str, params: dict | None = None) -> list[str]:
+    """A Twilio call's messages: each track's 20 ms media interleaved as Twilio sends them."""
+    payloads = {track: mulaw.encode(x) for track, x in tracks.items()}
+    msgs = [{"event": "connected", "protocol": "Call", "version": "1.0.0"},
+            {"event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+             "start": {"accountSid": "AC1", "streamSid": stream_sid, "callSid": "CA1", "tracks": list(tracks),
+                       "customParameters": {"token": "s3cret", **(params or {})},
+                       "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}]
+    seq = 2
+    for i, start in enumerate(range(0, max(len(p) for p in payloads.values()), 160)):
+        for track, payload in payloads.items():
+            msgs.append({"event": "media", "sequenceNumber": str(seq), "streamSid": stream_sid,
+                         "media": {"track": track, "chunk": str(i + 1), "timestamp": str(i * 20),
+                                   "payload": base64.b64encode(payload[start : start + 160]).decode()}})
+            seq += 1
+    msgs.append({"event": "stop", "sequenceNumber": str(seq), "streamSid": stream_sid, "stop": {}})
+    return [json.dumps(m) for m in msgs]
+
+
+def run_twilio(server, messages: list[str]) -> tuple[list[dict], int]:
+    async def run():
+        async with connect(f"{server.ws}/ws/twilio") as tw:
+            for m in messages:
+                await tw.send(m)
+            await tw.wait_closed()
+            return tw.close_code
+
+    code = asyncio.run(run())
+    sid = "twilio-" + json.loads(messages[1])["streamSid"]
+    lines = (server.recordings / sid / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines], code
+
+
+def test_twilio_both_tracks_give_each_party_the_events_of_its_track_alone(server, two_voices):
+    caller, agent = (np.clip(soxr.resample(x, 16000, 8000), -1, 1) * 32767 for x in two_voices)
+    caller, agent = caller.astype(np.int16), agent.astype(np.int16)
+    both, code = run_twilio(server, twilio_call({"inbound": caller, "outbound": agent}, "MZboth",
+                                                {"outbound_party": "counsellor"}))
+    assert code == 1000 and {e["party"] for e in both} == {"caller", "counsellor"}
+    meta = json.loads((server.recordings / "twilio-MZboth" / "session.json").read_text())
+    assert meta["parties"] == ["caller", "counsellor"] and meta["status"] == "complete"
+    assert set(meta["summary"]["parties"]) == {"caller", "counsellor"}
+    for party, voice, sid in (("caller", caller, "MZcaller"), ("counsellor", agent, "MZagent")):
+        alone, _ = run_twilio(server, twilio_call({"inbound": voice}, sid))
+        assert all("party" not in e for e in alone)
+        same_events([plain(e) for e in both if e["party"] == party], [plain(e) for e in alone])
+        wav = (server.recordings / "twilio-MZboth" / f"audio-{party}.wav").read_bytes()[44:]
+        assert np.array_equal(np.frombuffer(wav, "<i2"), mulaw.decode(mulaw.encode(voice)))
+
+
+def test_twilio_unknown_track_parameter_closes_with_a_policy_code(server, two_voices):
+    voice = (two_voices[0][:8000] * 1000).astype(np.int16)
+    _, code = asyncio.run(_twilio_close(server, twilio_call({"inbound": voice}, "MZbad", {"track": "sideways"})))
+    assert code == 1008
+    assert not (server.recordings / "twilio-MZbad").exists()  # nothing was started
+
+
+async def _twilio_close(server, messages):
+    async with connect(f"{server.ws}/ws/twilio") as tw:
+        try:
+            for m in messages:
+                await tw.send(m)
+        except Exception:
+            pass  # the server closed the connection mid-call, as it should
+        await tw.wait_closed()
+        return None, tw.close_code
