@@ -101,3 +101,14 @@ def with_noise(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     """`x` plus white noise `snr_db` under its active-frame power."""
     noise = np.random.default_rng(seed).standard_normal(len(x)) * np.sqrt(active_power(x) / 10 ** (snr_db / 10))
     return (x + noise).astype(np.float32)
+
+
+def write_stereo16(path: Path, left: np.ndarray, right: np.ndarray, rate: int = RATE) -> Path:
+    """Write two float channels as a 16-bit stereo WAV (left = channel 0)."""
+    pcm = (np.clip(np.stack([left, right], axis=1), -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path

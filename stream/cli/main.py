@@ -21,9 +21,10 @@ from models.scoring import RANDOM_WEIGHTS_WARNING
 from stream.decision.fusion import DISGUST, FEAR, compute_centroids, cosine, kmeans_view
 from stream.decision.profiles import ProfileLibrary, estimate_bias, load_library, save_library
 from stream.offline.analyze import GRANULARITIES, analyze_audio, output_dir, write_outputs
-from stream.offline.audio_file import load
+from stream.offline.audio_file import load, load_channels
 from stream.offline.evaluation import EMBEDDING_METHODS, evaluate, plot_embeddings, read_manifest, write_report
 from stream.offline.labelled import embed, find_items, needs_model, saved_model_id
+from stream.offline.split import analyze_channels, write_split_outputs
 from stream.server.app import serve
 from stream.server.recording import repair
 
@@ -42,6 +43,11 @@ from .options import (
 
 def cmd_analyze(args) -> int:
     """Analyze files like the seed's WebUI; one output folder per input."""
+    if args.split_channels:
+        return cmd_analyze_split(args)
+    if args.parties:
+        print("error: --parties names the channels of --split-channels; add --split-channels", file=sys.stderr)
+        return 2
     config = analyzer_config(args)
     scorer = load_scorer_from_args(args)
     data = decision_data(args, scorer)
@@ -74,6 +80,32 @@ def cmd_analyze(args) -> int:
                 f"({len(result.of_type('segment'))} segments, {len(result.of_type('transition'))} transitions, "
                 f"{len(result.of_type('review'))} review flags) -> {out}{note}"
             )
+    return 1 if failures else 0
+
+
+def cmd_analyze_split(args) -> int:
+    """`analyze --split-channels`: each channel of each file analyzed as its own party."""
+    config = analyzer_config(args)
+    scorer = load_scorer_from_args(args)
+    data = decision_data(args, scorer)
+    failures = 0
+    for path in args.files:
+        try:
+            split = analyze_channels(scorer, load_channels(path), str(path), args.parties, args.granularity,
+                                     args.context, config, data=data)
+            out = output_dir(args.out, path)
+            write_split_outputs(split, out, config, args.embedding)
+        except EmostreamError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        note = " [random weights: not emotion recognition]" if scorer.random_weights else ""
+        readings = "; ".join(
+            f"{p.party}: {with_emoji(p.result.emotion)} {p.result.confidence:.1%} "
+            f"({len(p.result.of_type('segment'))} segments, {len(p.result.of_type('review'))} review flags)"
+            for p in split.parties
+        )
+        print(f"{path}: {readings} -> {out}{note}")
     return 1 if failures else 0
 
 
@@ -212,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--granularity", choices=GRANULARITIES, default=GRANULARITIES[0])
     p.add_argument("--context", default=None, help="domain context text: selects a profile from --profiles (e.g. 'medical consultation')")
     p.add_argument("--embedding", action="store_true", help="also write embedding.npy")
+    p.add_argument("--split-channels", action="store_true",
+                   help="analyze each channel as its own party (a call recorder's caller and agent)")
+    p.add_argument("--parties", type=lambda s: [n.strip() for n in s.split(",")], default=None,
+                   help="with --split-channels: party names in channel order, e.g. caller,agent (default 0,1,...)")
     p.add_argument("--out", type=Path, default=Path("outputs"), help="parent folder of the result folders")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_model_options(p)

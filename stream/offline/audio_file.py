@@ -17,6 +17,17 @@ MIN_SECONDS = 0.25  # shorter input cannot fill the encoder's first frames meani
 
 def decode(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode any FFmpeg-readable file (WAV, MP3, M4A, FLAC, OGG, ...) to mono float32 at its own rate."""
+    samples, rate = _decode(path, split=False)
+    return samples[0], rate
+
+
+def decode_channels(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode a file with its channels kept apart: float32 of shape (channels, n) at its own rate."""
+    return _decode(path, split=True)
+
+
+def _decode(path: str | Path, split: bool) -> tuple[np.ndarray, int]:
+    """(channels, n) float32 samples and the rate; one channel (the down-mix) unless `split`."""
     import av
 
     path = Path(path)
@@ -28,19 +39,20 @@ def decode(path: str | Path) -> tuple[np.ndarray, int]:
                 raise AudioError(f"{path.name}: contains no audio stream")
             stream = container.streams.audio[0]
             rate = stream.codec_context.sample_rate or stream.rate
-            # Down-mix to mono float at the native rate; rate conversion is soxr's job.
-            mixer = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            # Planar float at the native rate, down-mixed to mono unless split; rate conversion
+            # is soxr's job.
+            mixer = av.AudioResampler(format="fltp", layout=stream.layout if split else "mono", rate=rate)
             parts = []
             for frame in container.decode(stream):
                 for out in mixer.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
+                    parts.append(out.to_ndarray())
             for out in mixer.resample(None):
-                parts.append(out.to_ndarray().reshape(-1))
+                parts.append(out.to_ndarray())
     except AudioError:
         raise
     except Exception as exc:  # PyAV raises many FFmpeg error types; all mean "unreadable"
         raise AudioError(f"{path.name}: cannot decode ({type(exc).__name__}: {exc})") from exc
-    samples = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    samples = np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((1, 0), np.float32)
     if samples.size == 0:
         raise AudioError(f"{path.name}: no audio samples (empty or corrupt file)")
     if not np.all(np.isfinite(samples)):
@@ -65,6 +77,19 @@ class DecodedAudio:
 def load(path: str | Path) -> DecodedAudio:
     """Decode `path` to mono and resample it to 16 kHz; refuse audio too short to analyze."""
     native, rate = decode(path)
+    return _prepared(path, native, rate)
+
+
+def load_channels(path: str | Path) -> list[DecodedAudio]:
+    """Decode `path` with its channels apart, each as `load` prepares a mono file; refuse mono files."""
+    channels, rate = decode_channels(path)
+    if len(channels) < 2:
+        raise AudioError(f"{Path(path).name}: has one channel; there is nothing to split (leave out --split-channels)")
+    return [_prepared(path, np.ascontiguousarray(native), rate) for native in channels]
+
+
+def _prepared(path: str | Path, native: np.ndarray, rate: int) -> DecodedAudio:
+    """Mono samples at `rate` with their 16 kHz version; AudioError when too short."""
     samples = native if rate == SAMPLE_RATE else soxr.resample(native, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     seconds = len(samples) / SAMPLE_RATE
     if seconds < MIN_SECONDS:

@@ -28,8 +28,26 @@ COLORS = {
 
 def plot_timeline(result, path: str | Path) -> None:
     """Draw the window scores (lines), smoothed dominant emotion (band), segments and events."""
-    windows = [e for e in result.events if isinstance(e, Window)]
     fig, ax = plt.subplots(figsize=(12, 4.8), dpi=100)
+    _draw(ax, result, f"{Path(result.source).name} — {result.emotion} {result.confidence:.2f} ({result.model_id})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_parties(parties, path: str | Path) -> None:
+    """One lane per party of a split file, stacked on one time axis: [(party, result), ...]."""
+    fig, axes = plt.subplots(len(parties), 1, figsize=(12, 3.6 * len(parties)), dpi=100, sharex=True, squeeze=False)
+    for ax, (party, result) in zip(axes[:, 0], parties):
+        _draw(ax, result, f"{party} — {Path(result.source).name} — {result.emotion} {result.confidence:.2f} ({result.model_id})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _draw(ax, result, title: str) -> None:
+    """One result's timeline on `ax`."""
+    windows = [e for e in result.events if isinstance(e, Window)]
     for seg in (e for e in result.events if isinstance(e, Segment)):
         ax.axvspan(seg.start, seg.end, color="#000000", alpha=0.06, lw=0)
         ax.text(seg.start, 1.02, f"seg {seg.index}: {seg.emotion}", fontsize=7, va="bottom")
@@ -55,13 +73,9 @@ def plot_timeline(result, path: str | Path) -> None:
     ax.set_ylim(0, 1.08)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("window score (0.4 s)")
-    title = f"{Path(result.source).name} — {result.emotion} {result.confidence:.2f} ({result.model_id})"
     if result.random_weights:
         title += f"\n{RANDOM_WEIGHTS_WARNING}"
     ax.set_title(title, fontsize=9, color="red" if result.random_weights else "black")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     if not windows:
         ax.text(0.5, 0.5, "no speech detected", transform=ax.transAxes, ha="center")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

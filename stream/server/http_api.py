@@ -11,7 +11,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from models.errors import EmostreamError
 from stream.offline.analyze import GRANULARITIES, analyze_audio
-from stream.offline.audio_file import load
+from stream.offline.audio_file import load, load_channels
+from stream.offline.split import analyze_channels
 from stream.protocol.native import PARTY_RE
 
 from .recording import audio_file, list_sessions, load_session, validate_session_id
@@ -117,6 +118,11 @@ async def predict(request: Request) -> JSONResponse:
     if granularity not in GRANULARITIES:
         return _error(400, "bad_request", f"granularity must be one of {', '.join(GRANULARITIES)}")
     context, embedding = form.get("context"), _flag(form.get("extract_embedding", False))
+    split, parties = _flag(form.get("split_channels", False)), form.get("parties")
+    if isinstance(parties, str):  # a form field: comma-separated; JSON may send a list
+        parties = [name.strip() for name in parties.split(",")]
+    if parties and not split:
+        return _error(400, "bad_parties", "parties name the channels of split_channels: add split_channels=true")
     with tempfile.TemporaryDirectory() as tmp:
         if upload is not None and hasattr(upload, "read"):
             path = Path(tmp) / Path(upload.filename or "upload").name
@@ -134,6 +140,8 @@ async def predict(request: Request) -> JSONResponse:
             return _error(400, "bad_request", "send a `file` upload or an `audio_path`")
         config = server.template
         try:
+            if split:
+                return await _predict_split(server, path, source, parties, granularity, context, embedding)
             audio = await asyncio.to_thread(load, path)
             result = await asyncio.to_thread(
                 analyze_audio, server.scorer, audio, source, granularity, context, config, None, server.data
@@ -143,4 +151,17 @@ async def predict(request: Request) -> JSONResponse:
     body = result.to_json(config.describe())
     if embedding:
         body["embedding"] = result.embedding.round(6).tolist()
+    return JSONResponse(body)
+
+
+async def _predict_split(server, path: Path, source: str, parties, granularity: str, context, embedding: bool) -> JSONResponse:
+    """`/api/predict` with split_channels: each channel analyzed as its own party, like `analyze --split-channels`."""
+    channels = await asyncio.to_thread(load_channels, path)
+    split = await asyncio.to_thread(
+        analyze_channels, server.scorer, channels, source, parties, granularity, context, server.template, None, server.data
+    )
+    body = split.to_json(server.template.describe())
+    if embedding:
+        for p in split.parties:
+            body["parties"][p.party]["embedding"] = p.result.embedding.round(6).tolist()
     return JSONResponse(body)

@@ -12,6 +12,7 @@ import pytest
 import soxr
 from websockets.asyncio.client import connect
 
+from audio_fixtures import write_stereo16, write_wav16
 from server_harness import start_server
 from stream.protocol import mulaw
 from party_helpers import same_events
@@ -159,3 +160,28 @@ async def _twilio_close(server, messages):
             pass  # the server closed the connection mid-call, as it should
         await tw.wait_closed()
         return None, tw.close_code
+
+
+def test_predict_splits_channels_like_analyze(server, voices, tmp_path):
+    caller, agent = (v.astype(np.float32) / 32767 for v in voices)
+    stereo = write_stereo16(tmp_path / "call.wav", caller, agent).read_bytes()
+
+    def predict(data: bytes, **form):
+        return httpx.post(f"{server.http}/api/predict", headers=server.headers, timeout=120,
+                          files={"file": ("call.wav", data, "audio/wav")}, data={"granularity": "frame", **form})
+
+    split = predict(stereo, split_channels="true", parties="caller,agent")
+    assert split.status_code == 200, split.text
+    body = split.json()
+    assert body["split_channels"] is True and list(body["parties"]) == ["caller", "agent"]
+    for party, voice in (("caller", caller), ("agent", agent)):
+        alone = predict(write_wav16(tmp_path / f"{party}.wav", voice).read_bytes()).json()
+        theirs = body["parties"][party]
+        for key in ("timestamp", "source", "channel"):
+            theirs.pop(key, None), alone.pop(key, None)
+        assert theirs == alone
+    bad = predict(stereo, split_channels="true", parties="a,b,c")
+    assert bad.status_code == 422 and bad.json()["code"] == "bad_parties"
+    mono = predict(write_wav16(tmp_path / "mono.wav", caller).read_bytes(), split_channels="true")
+    assert mono.status_code == 422 and "nothing to split" in mono.json()["message"]
+    assert predict(stereo, parties="a,b").json()["code"] == "bad_parties"
