@@ -185,3 +185,21 @@ def test_predict_splits_channels_like_analyze(server, voices, tmp_path):
     mono = predict(write_wav16(tmp_path / "mono.wav", caller).read_bytes(), split_channels="true")
     assert mono.status_code == 422 and "nothing to split" in mono.json()["message"]
     assert predict(stereo, parties="a,b").json()["code"] == "bad_parties"
+
+
+def test_replaying_each_party_recording_gives_its_live_events(server, voices, tiny_model_dir, tmp_path):
+    from stream.cli.main import main as cli_main
+
+    stereo = np.stack(voices, axis=1).astype("<i2").tobytes()
+    start = {"sample_rate": 16000, "encoding": "pcm_s16le", "channels": 2, "split_channels": True,
+             "parties": ["caller", "agent"], "session_id": "replay-split"}
+    messages, _ = asyncio.run(stream(server, stereo, start, 6400))
+    live = events_of(messages)
+    for party in ("caller", "agent"):
+        wav = server.recordings / "replay-split" / f"audio-{party}.wav"
+        out = tmp_path / party
+        assert cli_main(["analyze", str(wav), "--granularity", "frame", "--model-dir", str(tiny_model_dir),
+                         "--device", "cpu", "--out", str(out), "-q"]) == 0
+        [folder] = list(out.iterdir())
+        replay = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+        same_events([plain(e) for e in live if e["party"] == party], replay)
