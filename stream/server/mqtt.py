@@ -1,6 +1,9 @@
 """Publish the server's messages to an MQTT broker, surviving broker outages (aiomqtt, asyncio).
 
-Topic `<prefix>/<session_id>/<type>`, payload the message's compact JSON. Alerts and session
+Topic `<prefix>/<session_id>/<party>/<type>`, payload the message's compact JSON; `<party>` is
+the event's party in a split session (caller, agent, ...) and `all` for everything about the
+session as a whole (its lifecycle, overloads, telephony, and the events of a session that is not
+split), so one party's subscribers get only that party. Alerts and session
 lifecycle messages go with QoS 1, the rest (windows above all) with QoS 0; see docs/protocol.md
 ("MQTT") for the semantics.
 
@@ -27,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from models.errors import ConfigError
+from stream.protocol.native import WHOLE_SESSION
 
 log = logging.getLogger("emostream.mqtt")
 
@@ -112,7 +116,7 @@ class _Lost(Exception):
 
 
 class MqttPublisher:
-    """Sends session messages to `<prefix>/<session_id>/<type>`; see the module docstring.
+    """Sends session messages to `<prefix>/<session_id>/<party>/<type>`; see the module docstring.
 
     Counters for metrics: `published` (messages whose publish call succeeded), `dropped`
     (messages discarded because the queue was full, or published after `stop`), `dropped_alerts`
@@ -156,9 +160,11 @@ class MqttPublisher:
                 "connected": self.connected, "connects": self.connects, "queued": self.queued}
 
     def topic(self, message: dict) -> str:
+        """`<prefix>/<session_id>/<party>/<type>` of one message (party `all` when it has none)."""
         session = str(message.get("session_id") or "_server").translate(_TOPIC_UNSAFE)
+        party = str(message.get("party") or WHOLE_SESSION).translate(_TOPIC_UNSAFE)
         kind = str(message.get("type") or "unknown").translate(_TOPIC_UNSAFE)
-        return f"{self.prefix}/{session}/{kind}"
+        return f"{self.prefix}/{session}/{party}/{kind}"
 
     def publish(self, message: dict) -> None:
         """Queue one message for the broker. Non-blocking; never raises."""

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ class Subscriber:
     def __init__(self, broker: Broker, prefix: str):
         self.broker, self.prefix = broker, prefix
         self.received: list[tuple[int, str, dict]] = []
-        self.ident = f"test-sub-{broker.port}"
+        self.ident = f"test-sub-{broker.port}-{zlib.crc32(prefix.encode())}"  # one session per subscriber
         self.process = subprocess.Popen(
             [_tool("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(broker.port), "-i", self.ident, "-c",
              "-q", "1", "-F", "%q %t %p", "-t", f"{prefix}/#"],
@@ -228,8 +229,9 @@ def test_url_prefix_and_qos_rules():
     with pytest.raises(ConfigError):
         MqttPublisher("mqtt://h", max_buffer=0)
     pub = MqttPublisher("mqtt://h", prefix="site/a/")
-    assert pub.topic(window("call-1", 0)) == "site/a/call-1/window"
-    assert pub.topic({"type": "window", "session_id": "a/b+#"}) == "site/a/a_b__/window"
+    assert pub.topic(window("call-1", 0)) == "site/a/call-1/all/window"
+    assert pub.topic({"type": "window", "session_id": "a/b+#"}) == "site/a/a_b__/all/window"
+    assert pub.topic({"type": "window", "session_id": "c", "party": "caller"}) == "site/a/c/caller/window"
     s = scores(0)
     assert qos_for(window("c", 1)) == 0
     assert qos_for(event_message("c", Transition(1.0, 1.3, 0, "happy", "sad", False))) == 0
@@ -299,7 +301,7 @@ def test_events_arrive_on_their_topics_as_emitted(broker, subscriber):
 
     pub = run(main())
     assert subscriber.wait(lambda r: len(r) >= len(sent), 10)
-    expected = [(qos_for(m), f"t/{m['session_id']}/{m['type']}", m) for m in sent]
+    expected = [(qos_for(m), f"t/{m['session_id']}/all/{m['type']}", m) for m in sent]
     assert subscriber.received == expected
     assert [q for q, _, _ in subscriber.received] == [1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 1]
     assert (pub.published, pub.dropped, pub.connects) == (len(sent), 0, 1)
@@ -371,7 +373,7 @@ def test_broker_restart_mid_stream_loses_no_alert_and_never_blocks(broker, subsc
         return pub, sent, outage_calls
 
     pub, sent, outage_calls = run(main())
-    alerts = [(f"t/{m['session_id']}/{m['type']}", m) for m in sent if qos_for(m)]
+    alerts = [(f"t/{m['session_id']}/all/{m['type']}", m) for m in sent if qos_for(m)]
     assert subscriber.wait(lambda r: len(unique(r, qos=1)) >= len(alerts), 15)
     received = unique(subscriber.received, qos=1)
     assert received == alerts  # none missing, none altered, in the order emitted (hence per topic)
@@ -432,7 +434,7 @@ def test_server_publishes_every_alert_and_segment_across_a_broker_restart(broker
         mqtt_important = [p for t, p in got if qos_for(p) and p["type"] not in ("session_started", "session_ended", "overload")]
         assert mqtt_important == important  # every segment and alert, exactly, in order
         for t, p in got:
-            assert t == f"emostream/mqtt-1/{p['type']}"
+            assert t == f"emostream/mqtt-1/all/{p['type']}"
             assert qos[(t, json.dumps(p, sort_keys=True))] == qos_for(p)
         kinds = [p["type"] for _, p in got]
         assert kinds[0] == "session_started" and kinds[-1] == "session_ended"
