@@ -130,7 +130,27 @@
       metadata: null, context: null, summary: null, modelId: null, randomWeights: null,
       hop: 0.1, windows: [], segments: [], transitions: [], reviews: [], duals: [],
       alerts: 0, keys: new Set(), historyLoaded: false, audioUrl: null, lastEvent: 0,
+      parties: [], lanes: new Map(), // a split session: one lane of events per party, in channel order
     };
+  }
+
+  /** Where a party's events go: the session itself, or its party's lane in a split session. */
+  function laneOf(s, party) {
+    if (!party) return s;
+    if (!s.lanes.has(party)) {
+      s.lanes.set(party, {
+        party, hop: s.hop, windows: [], segments: [], transitions: [], reviews: [], duals: [],
+        alerts: 0, audioUrl: null,
+      });
+      s.parties.push(party);
+    }
+    return s.lanes.get(party);
+  }
+
+  /** Party names from session.json (a list) or a live summary (an object keyed by party). */
+  function partyNames(value) {
+    if (Array.isArray(value)) return value;
+    return value && typeof value === "object" ? Object.keys(value) : [];
   }
 
   const store = {
@@ -155,6 +175,7 @@
       if (meta.ended_at) s.endedAt = meta.ended_at;
       if (meta.metadata !== undefined) s.metadata = meta.metadata;
       if (meta.context !== undefined) s.context = meta.context;
+      for (const party of partyNames(meta.parties)) laneOf(s, party);
       if (meta.model_id) s.modelId = meta.model_id;
       if (meta.random_weights !== undefined) this.noteRandom(s, meta.random_weights, meta.model_id);
       if (meta.summary && Object.keys(meta.summary).length) s.summary = meta.summary;
@@ -176,7 +197,8 @@
       const sid = ev.session_id;
       if (!sid) return;
       const s = this.get(sid);
-      const key = eventKey(ev);
+      const lane = laneOf(s, ev.party);
+      const key = eventKey(ev) && (ev.party ? `${ev.party}|${eventKey(ev)}` : eventKey(ev));
       if (key) {
         if (s.keys.has(key)) return;
         s.keys.add(key);
@@ -186,26 +208,26 @@
         case "info":
           s.modelId = ev.model_id;
           this.noteRandom(s, ev.random_weights, ev.model_id);
-          if (ev.parameters && ev.parameters.hop_seconds) s.hop = ev.parameters.hop_seconds;
+          if (ev.parameters && ev.parameters.hop_seconds) s.hop = lane.hop = ev.parameters.hop_seconds;
           break;
         case "window":
-          insertSorted(s.windows, ev, (w) => w.index);
+          insertSorted(lane.windows, ev, (w) => w.index);
           break;
         case "segment":
-          insertSorted(s.segments, ev, (g) => g.index);
+          insertSorted(lane.segments, ev, (g) => g.index);
           // The quality gate withheld a fear/disgust call: a person should listen.
           if (ev.decision && ev.decision.withheld) this.alert(s, ev, "review", ev.start, ev.decision.withheld);
           break;
         case "transition":
-          insertSorted(s.transitions, ev, (t) => t.time);
+          insertSorted(lane.transitions, ev, (t) => t.time);
           if (ev.flagged) this.alert(s, ev, "flagged", ev.time, `flagged transition ${ev.from} → ${ev.to}`);
           break;
         case "review":
-          s.reviews.push(ev);
+          lane.reviews.push(ev);
           this.alert(s, ev, "review", ev.start, `needs review: ${ev.leading} vs ${ev.runner_up} (gap ${pct(ev.gap)})${evidence(ev)}`);
           break;
         case "dual_emotion":
-          s.duals.push(ev);
+          lane.duals.push(ev);
           this.alert(s, ev, "dual", ev.start, `dual emotion: ${(ev.emotions || []).join(" + ")}${evidence(ev)}`);
           break;
         case "overload":
@@ -223,10 +245,12 @@
 
     alert(s, ev, kind, time, text) {
       s.alerts += 1;
-      const key = `${s.id}|${eventKey(ev) || `${ev.type}|${Date.now()}|${Math.random()}`}`;
+      if (ev.party) laneOf(s, ev.party).alerts += 1;
+      const key = `${s.id}|${ev.party || ""}|${eventKey(ev) || `${ev.type}|${Date.now()}|${Math.random()}`}`;
       if (this.alertKeys.has(key)) return;
       this.alertKeys.add(key);
-      this.alerts.unshift({ key, sessionId: s.id, kind, time, text, at: new Date() });
+      // In a split session an alert is one person's: it names the party.
+      this.alerts.unshift({ key, sessionId: s.id, party: ev.party || null, kind, time, text, at: new Date() });
       if (this.alerts.length > 500) this.alerts.length = 500;
     },
 
@@ -308,8 +332,18 @@
     if (s.audioUrl || s.audioLoading || s.live) return;
     s.audioLoading = true;
     try {
-      const blob = await (await api(`/api/sessions/${encodeURIComponent(s.id)}/audio`)).blob();
-      s.audioUrl = URL.createObjectURL(blob);
+      const base = `/api/sessions/${encodeURIComponent(s.id)}/audio`;
+      if (s.parties.length) {
+        // A split session keeps one recording per party.
+        for (const lane of s.lanes.values()) {
+          const blob = await (await api(`${base}?party=${encodeURIComponent(lane.party)}`)).blob();
+          lane.audioUrl = URL.createObjectURL(blob);
+        }
+        s.audioUrl = "parties";
+      } else {
+        const blob = await (await api(base)).blob();
+        s.audioUrl = URL.createObjectURL(blob);
+      }
     } catch (err) {
       s.audioError = err.message;
     } finally {
@@ -633,7 +667,7 @@
   // ---------------------------------------------------------------- timeline chart
   /**
    * Draw windows (lines per emotion), the dominant band, segments, transitions and flags.
-   * data: {windows, segments, transitions, reviews, duals, hop}; opts: {series, hidden, range}.
+   * data: {windows, segments, transitions, reviews, duals, hop}; opts: {series, hidden, follow, height, end}.
    */
   function drawTimeline(canvas, data, opts = {}) {
     const dpr = window.devicePixelRatio || 1;
@@ -660,7 +694,7 @@
 
     let t1 = windows.length ? windows[windows.length - 1].end : 0;
     for (const sg of segments) t1 = Math.max(t1, sg.end);
-    t1 = Math.max(t1, 1);
+    t1 = Math.max(t1, opts.end || 0, 1); // stacked lanes share one time axis
     let t0 = 0;
     if (opts.follow && t1 - t0 > FOLLOW_SECONDS) t0 = t1 - FOLLOW_SECONDS;
     const X = (t) => pad.left + ((t - t0) / (t1 - t0)) * plotW;
@@ -855,10 +889,15 @@
         h("span", { class: "session-id" }, s.id)),
       h("span", { class: "session-line session-sub" },
         h("span", {}, `${s.source || "?"} · ${clock(s.startedAt)}`),
-        h("span", { class: "session-dominant", style: dom ? `color:${COLORS[dom.label]}` : null },
+        s.parties.length ? null : h("span", { class: "session-dominant", style: dom ? `color:${COLORS[dom.label]}` : null },
           dom ? emo(dom.label) : (s.historyLoaded ? "no speech" : "")),
         h("span", { class: `alert-badge${s.alerts ? " has-alerts" : ""}`, title: "alerts", "aria-label": `${s.alerts} alerts` },
-          `⚑ ${s.alerts}`)));
+          `⚑ ${s.alerts}`)),
+      s.parties.length ? h("span", { class: "session-line session-parties" }, ...s.parties.map((party) => {
+        const pd = currentDominant(s.lanes.get(party));
+        return h("span", { class: "party-dominant", "data-testid": "party-dominant", "data-party": party,
+          style: pd ? `color:${COLORS[pd.label]}` : null }, `${party}: ${pd ? emo(pd.label) : "…"}`);
+      })) : null);
       return h("li", {}, btn);
     }));
   }
@@ -871,8 +910,9 @@
       h("button", { type: "button", class: `alert-item alert-${a.kind}`, "data-testid": "alert-item",
         "data-session-id": a.sessionId, onclick: () => select(a.sessionId) },
       h("span", { class: "alert-kind" }, a.kind),
+      a.party ? h("span", { class: "alert-party", "data-testid": "alert-party" }, a.party) : null,
       h("span", { class: "alert-text" }, a.text),
-      h("span", { class: "alert-where" }, `${a.sessionId}${a.time !== null && a.time !== undefined ? ` @ ${secs(a.time)}` : ""} · ${a.at.toLocaleTimeString()}`)))));
+      h("span", { class: "alert-where" }, `${a.sessionId}${a.party ? ` · ${a.party}` : ""}${a.time !== null && a.time !== undefined ? ` @ ${secs(a.time)}` : ""} · ${a.at.toLocaleTimeString()}`)))));
   }
 
   function renderDetail() {
@@ -890,29 +930,39 @@
         Object.entries(s.metadata).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ")]
       .filter(Boolean).join(" · ");
     $(".detail-meta").textContent = meta;
-    const dom = currentDominant(s);
+    const split = s.parties.length > 0;
+    const lanes = [...s.lanes.values()];
+    const total = (key) => (split ? lanes.reduce((n, lane) => n + lane[key].length, 0) : s[key].length);
+    const dom = split ? null : currentDominant(s);
     const domEl = $('[data-testid="detail-dominant"]');
+    domEl.hidden = split; // each party's lane shows its own
     domEl.style.borderColor = dom ? COLORS[dom.label] : "";
     $(".dominant-emoji", domEl).textContent = dom ? EMOJI[dom.label] : "…";
     $(".dominant-label", domEl).textContent = dom ? dom.label : "no speech yet";
     $(".dominant-score", domEl).textContent = dom ? ` ${pct(dom.score)}` : "";
-    const last = s.windows[s.windows.length - 1];
-    $(".stat-time").textContent = secs(last ? last.end : s.summary && s.summary.duration_seconds);
-    $(".stat-windows").textContent = s.windows.length;
-    $(".stat-segments").textContent = s.segments.length;
-    $(".stat-transitions").textContent = s.transitions.length;
+    const ends = (split ? lanes : [s]).map((lane) => lane.windows.length ? lane.windows[lane.windows.length - 1].end : 0);
+    const end = Math.max(0, ...ends);
+    $(".stat-time").textContent = secs(end || (s.summary && s.summary.duration_seconds));
+    $(".stat-windows").textContent = total("windows");
+    $(".stat-segments").textContent = total("segments");
+    $(".stat-transitions").textContent = total("transitions");
     $(".stat-alerts").textContent = s.alerts;
 
     const canvas = $('[data-testid="timeline"]');
-    drawTimeline(canvas, s, { series: view.series, hidden: view.hidden, follow: s.live && view.follow });
-    canvas.setAttribute("aria-label", `Emotion scores over stream time for ${s.id}: ${s.windows.length} windows, ${s.segments.length} segments, ${s.transitions.length} transitions`);
+    canvas.parentElement.hidden = split;
+    if (!split) {
+      drawTimeline(canvas, s, { series: view.series, hidden: view.hidden, follow: s.live && view.follow });
+      canvas.setAttribute("aria-label", `Emotion scores over stream time for ${s.id}: ${s.windows.length} windows, ${s.segments.length} segments, ${s.transitions.length} transitions`);
+    }
+    renderLanes(s, split ? lanes : []);
 
     const play = $('[data-testid="playback"]');
     play.hidden = s.live;
     if (!s.live) {
       const audio = $('[data-testid="session-audio"]');
-      if (s.audioUrl && audio.getAttribute("src") !== s.audioUrl) audio.src = s.audioUrl;
-      if (!s.audioUrl) audio.removeAttribute("src");
+      audio.hidden = split;
+      if (!split && s.audioUrl && audio.getAttribute("src") !== s.audioUrl) audio.src = s.audioUrl;
+      if (split || !s.audioUrl) audio.removeAttribute("src");
       const sum = s.summary || {};
       const counts = sum.events ? Object.entries(sum.events).map(([k, v]) => `${v} ${k}`).join(", ") : "";
       $('[data-testid="session-summary"]').textContent = [
@@ -921,6 +971,34 @@
         s.audioLoading && "loading the recording…", s.audioError && `recording unavailable: ${s.audioError}`,
       ].filter(Boolean).join(" · ");
     }
+  }
+
+  /** A split session's parties: one timeline per party, stacked, each with its emotion and recording. */
+  function renderLanes(s, lanes) {
+    const box = $('[data-testid="party-lanes"]');
+    box.hidden = !lanes.length;
+    if (box.dataset.session !== s.id || box.children.length !== lanes.length) {
+      box.dataset.session = s.id;
+      box.replaceChildren(...lanes.map((lane) => h("div", { class: "party-lane", "data-testid": "party-lane", "data-party": lane.party },
+        h("h3", { class: "party-head" }, h("span", { class: "party-name" }, lane.party), h("span", { class: "party-now" })),
+        h("div", { class: "chart-wrap" }, h("canvas", { class: "timeline", "data-testid": "party-timeline", "data-party": lane.party, role: "img" })),
+        h("audio", { controls: "", preload: "metadata", "data-testid": "party-audio", "data-party": lane.party, hidden: "" }))));
+    }
+    const end = Math.max(0, ...lanes.map((lane) => Math.max(
+      lane.windows.length ? lane.windows[lane.windows.length - 1].end : 0, ...lane.segments.map((g) => g.end))));
+    lanes.forEach((lane, i) => {
+      const el = box.children[i];
+      const dom = currentDominant(lane);
+      const now = $(".party-now", el);
+      now.textContent = dom ? ` ${EMOJI[dom.label]} ${dom.label} ${pct(dom.score)} · ⚑ ${lane.alerts}` : " no speech yet";
+      now.style.color = dom ? COLORS[dom.label] : "";
+      const canvas = $("canvas", el);
+      drawTimeline(canvas, lane, { series: view.series, hidden: view.hidden, follow: s.live && view.follow, height: 220, end });
+      canvas.setAttribute("aria-label", `Emotion scores of ${lane.party} in ${s.id}: ${lane.windows.length} windows, ${lane.segments.length} segments, ${lane.transitions.length} transitions`);
+      const audio = $("audio", el);
+      audio.hidden = s.live || !lane.audioUrl;
+      if (lane.audioUrl && audio.getAttribute("src") !== lane.audioUrl) audio.src = lane.audioUrl;
+    });
   }
 
   // ---------------------------------------------------------------- file analysis
@@ -1046,6 +1124,10 @@
         live: s.live, status: s.status, source: s.source, windows: s.windows.length,
         segments: s.segments.length, transitions: s.transitions.length, alerts: s.alerts,
         dominant: (currentDominant(s) || {}).label || null, audio: !!s.audioUrl,
+        parties: Object.fromEntries([...s.lanes.values()].map((lane) => [lane.party, {
+          windows: lane.windows.length, segments: lane.segments.length, transitions: lane.transitions.length,
+          alerts: lane.alerts, dominant: (currentDominant(lane) || {}).label || null, audio: !!lane.audioUrl,
+        }])),
       };
     }
     window.emostreamState = {
