@@ -30,7 +30,7 @@ from models.labels import with_emoji
 from stream.engine.analyzer import StreamAnalyzer
 from stream.engine.config import AnalyzerConfig
 from stream.engine.events import to_dict
-from stream.protocol.native import StartMessage, StopMessage
+from stream.protocol.native import ProtocolError, StartMessage, StopMessage, check_party_names
 from vad import INPUT_RATES
 
 from .options import analyzer_config, decision_data, load_scorer_from_args
@@ -70,6 +70,29 @@ def add_listen_options(p) -> None:
     g.add_argument("--jsonl", default=None, metavar="FILE", help="also write every event to FILE as JSON lines")
     g.add_argument("--plain", action="store_true",
                    help="one JSON line per event instead of the live view (for logs and scripts)")
+    g.add_argument("--split-channels", action="store_true",
+                   help="record two channels (a stereo device: caller and agent) and analyze each as its own party")
+    g.add_argument("--parties", type=lambda s: [n.strip() for n in s.split(",")], default=None, metavar="A,B",
+                   help="with --split-channels: the channels' party names (default caller,agent)")
+
+
+DEFAULT_PARTIES = ("caller", "agent")  # a stereo headset or call recorder: left, right
+
+
+def listen_parties(args) -> tuple[str, ...]:
+    """The parties `listen` analyzes: () for one mixed signal, else one name per captured channel."""
+    if not args.split_channels:
+        if args.parties:
+            raise ListenError("--parties names the channels of --split-channels; add --split-channels")
+        return ()
+    names = args.parties or list(DEFAULT_PARTIES)
+    try:
+        names = check_party_names(names, "--parties")
+    except ProtocolError as exc:
+        raise ListenError(str(exc)) from None
+    if len(names) != 2:
+        raise ListenError(f"--parties names {len(names)} parties; --split-channels records 2 channels: give two names")
+    return names
 
 
 # ---- sounddevice -----------------------------------------------------------------------------
@@ -115,8 +138,9 @@ def list_devices(out=sys.stdout) -> None:
     print("* = default input", file=out)
 
 
-def resolve_device(spec: str | None):
-    """`--input-device` as PortAudio wants it (an index, a name, or None for the default); checked."""
+def resolve_device(spec: str | None, channels: int = 1):
+    """`--input-device` as PortAudio wants it (an index, a name, or None for the default); checked,
+    with at least `channels` input channels."""
     sd = _sounddevice()
     device = int(spec) if spec is not None and spec.strip().lstrip("-").isdigit() else spec
     try:
@@ -124,6 +148,11 @@ def resolve_device(spec: str | None):
     except (ValueError, sd.PortAudioError) as exc:
         what = "the default input device" if spec is None else f"input device {spec!r}"
         raise ListenError(f"{what} is not available ({exc}); see --list-devices") from None
+    if info["max_input_channels"] < channels:
+        raise ListenError(
+            f"input device {info['name']!r} records {info['max_input_channels']} channel(s); --split-channels needs "
+            f"{channels}: pick a stereo input (see --list-devices)"
+        )
     return device, info["name"]
 
 
@@ -144,12 +173,25 @@ class LiveState:
         self.seconds = 0.0
         self.notices: list[tuple[str, str]] = []  # (text, style) under the header
         self.window: dict | None = None
+        self.windows: dict[str, dict] = {}  # a split stream: each party's latest window
         self.in_speech = False
         self.segments: deque[str] = deque(maxlen=5)
         self.alerts: deque[tuple[str, str]] = deque(maxlen=6)
         self.overflows = 0
 
     def update(self, m: dict) -> None:
+        t = m.get("type")
+        party = m.get("party")
+        if party and t in ("window", "segment", "transition", "review", "dual_emotion"):
+            if t == "window":
+                self.windows[party] = m
+            self._update_one(m, f"[{party}] ")
+            return
+        if t == "info" and party and any(n[0].startswith("model:") for n in self.notices):
+            return  # one notice for the model, not one per party
+        self._update_one(m, "")
+
+    def _update_one(self, m: dict, who: str) -> None:
         t = m.get("type")
         if t == "info":
             model = m.get("model_id", "?")
@@ -161,22 +203,22 @@ class LiveState:
         elif t == "segment":
             self.in_speech = False
             self.segments.append(
-                f"#{m['index']:<3d}{m['start']:7.2f}–{m['end']:7.2f} s  {self.emoji(m['emotion'])} {m['confidence']:.0%}"
+                f"{who}#{m['index']:<3d}{m['start']:7.2f}–{m['end']:7.2f} s  {self.emoji(m['emotion'])} {m['confidence']:.0%}"
                 f"  ({m['n_windows']} windows)"
             )
             withheld = (m.get("decision") or {}).get("withheld")
             if withheld:  # the quality gate refused a fear/disgust call: a person should listen
-                self.alerts.append((f"{m['start']:7.2f} s  ⚑ WITHHELD segment {m['index']}: {withheld}", "alert"))
+                self.alerts.append((f"{who}{m['start']:7.2f} s  ⚑ WITHHELD segment {m['index']}: {withheld}", "alert"))
         elif t == "transition":
             flagged = m.get("flagged")
-            text = f"{m['time']:7.2f} s  transition {self.emoji(m['from'])} → {self.emoji(m['to'])}"
+            text = f"{who}{m['time']:7.2f} s  transition {self.emoji(m['from'])} → {self.emoji(m['to'])}"
             self.alerts.append((text + ("  ⚑ FLAGGED" if flagged else ""), "alert" if flagged else "plain"))
         elif t == "review":
-            self.alerts.append((f"{m['start']:7.2f} s  ⚑ REVIEW segment {m['segment']}: {m['leading']} vs "
+            self.alerts.append((f"{who}{m['start']:7.2f} s  ⚑ REVIEW segment {m['segment']}: {m['leading']} vs "
                                 f"{m['runner_up']} (gap {m['gap']:.2f}){evidence(m)}", "alert"))
         elif t == "dual_emotion":
             a, b = m["emotions"][:2]
-            self.alerts.append((f"{m['start']:7.2f} s  ⚑ DUAL EMOTION segment {m['segment']}: {a} + {b} "
+            self.alerts.append((f"{who}{m['start']:7.2f} s  ⚑ DUAL EMOTION segment {m['segment']}: {a} + {b} "
                                 f"(gap {m['gap']:.2f}){evidence(m)}", "alert"))
         elif t == "ready":
             self.notices.append((f"server session {m.get('session_id')}", "dim"))
@@ -193,7 +235,11 @@ class LiveState:
         if self.overflows:
             out.append((f"input overflow ×{self.overflows}: audio was dropped (the machine is too slow)", "warn"))
         w = self.window
-        if w is None:
+        if self.windows:  # a split stream: one "now" per party, no score bars
+            for party, pw in self.windows.items():
+                out.append((f"now [{party}]: {self.emoji(pw['dominant'])} {pw['dominant_score']:.0%} (smoothed)   "
+                            f"[last window {pw['start']:.1f}–{pw['end']:.1f} s]", "now"))
+        elif w is None:
             out.append(("now: waiting for speech…", "plain"))
         else:
             state = "speaking" if self.in_speech else "silence"
@@ -318,24 +364,34 @@ class Output:
 
 # ---- engines: where the audio goes -----------------------------------------------------------
 class LocalEngine:
-    """The in-process StreamAnalyzer; analysis runs in a worker thread, not in the event loop."""
+    """The in-process StreamAnalyzer; analysis runs in a worker thread, not in the event loop.
 
-    def __init__(self, analyzer, emit: Callable[[dict], None]):
-        self.analyzer = analyzer
+    With several `parties`, one analyzer per party, each fed its own column of (n, parties) blocks.
+    """
+
+    def __init__(self, analyzer, emit: Callable[[dict], None], parties: tuple[str, ...] = (), make=None):
+        self.analyzers = {party: make() for party in parties} if parties else {None: analyzer}
         self.emit = emit
 
     async def start(self) -> None:
         pass  # the analyzer's `info` event comes with the first feed
 
+    def _run(self, step) -> list[tuple[str | None, list]]:
+        return [(party, step(party, analyzer)) for party, analyzer in self.analyzers.items()]
+
+    def _emit(self, results) -> None:
+        for party, events in results:
+            for event in events:
+                body = to_dict(event)
+                self.emit(body if party is None else {"type": body.pop("type"), "party": party, **body})
+
     async def feed(self, block: np.ndarray) -> None:
-        events = await asyncio.get_running_loop().run_in_executor(None, self.analyzer.feed, block)
-        for event in events:
-            self.emit(to_dict(event))
+        columns = list(self.analyzers)
+        step = lambda party, a: a.feed(block if party is None else block[:, columns.index(party)])  # noqa: E731
+        self._emit(await asyncio.get_running_loop().run_in_executor(None, self._run, step))
 
     async def finish(self) -> None:
-        events = await asyncio.get_running_loop().run_in_executor(None, self.analyzer.flush)
-        for event in events:
-            self.emit(to_dict(event))
+        self._emit(await asyncio.get_running_loop().run_in_executor(None, self._run, lambda party, a: a.flush()))
 
 
 def server_url(url: str) -> str:
@@ -352,8 +408,10 @@ class ServerEngine:
     """A `/ws/stream` client: start, binary int16 blocks, stop; the server's messages are emitted."""
 
     def __init__(
-        self, url: str, token: str | None, sample_rate: int, emit: Callable[[dict], None], context: str | None = None
+        self, url: str, token: str | None, sample_rate: int, emit: Callable[[dict], None], context: str | None = None,
+        parties: tuple[str, ...] = (),
     ):
+        self.parties = parties  # a split stream: (n, parties) int16 blocks sent interleaved
         self.url = server_url(url)
         self.token = token
         self.rate = sample_rate
@@ -374,7 +432,9 @@ class ServerEngine:
             raise ListenError(f"the server refused the connection: HTTP {status}{hint}") from None
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
             raise ListenError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
-        start = StartMessage(self.rate, "pcm_s16le", context=self.context, metadata={"source": "emostream listen"})
+        start = StartMessage(self.rate, "pcm_s16le", channels=max(1, len(self.parties)), context=self.context,
+                             metadata={"source": "emostream listen"}, split_channels=bool(self.parties),
+                             parties=self.parties)
         await self.ws.send(json.dumps(start.to_dict()))
         self._reader = asyncio.create_task(self._read())
 
@@ -414,8 +474,11 @@ class ServerEngine:
 
 
 # ---- capture loop ----------------------------------------------------------------------------
-async def capture(args, device, engine, view, name: str | None = None) -> None:
-    """Record until --seconds, Ctrl-C (SIGINT) or SIGTERM; feed every block to the engine; finish."""
+async def capture(args, device, engine, view, name: str | None = None, channels: int = 1) -> None:
+    """Record until --seconds, Ctrl-C (SIGINT) or SIGTERM; feed every block to the engine; finish.
+
+    One channel gives mono blocks; more (--split-channels) give (n, channels) blocks.
+    """
     sd = _sounddevice()
     loop = asyncio.get_running_loop()
     blocks: asyncio.Queue = asyncio.Queue()
@@ -425,7 +488,7 @@ async def capture(args, device, engine, view, name: str | None = None) -> None:
     def callback(indata, frames, time_info, status):  # PortAudio's thread: copy and hand over only
         if status.input_overflow:
             overflows[0] += 1
-        loop.call_soon_threadsafe(blocks.put_nowait, indata[:, 0].copy())
+        loop.call_soon_threadsafe(blocks.put_nowait, indata[:, 0].copy() if channels == 1 else indata.copy())
 
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -441,11 +504,12 @@ async def capture(args, device, engine, view, name: str | None = None) -> None:
     try:
         try:
             stream = sd.InputStream(samplerate=rate, blocksize=round(rate * BLOCK_SECONDS), device=device,
-                                    channels=1, dtype="int16", callback=callback)
+                                    channels=channels, dtype="int16", callback=callback)
         except (sd.PortAudioError, ValueError) as exc:
             raise ListenError(f"cannot open the input device at {rate} Hz: {exc}") from None
         with stream:
-            view.notice(f"listening on {name or stream_name(device)} at {rate} Hz")
+            split = f", {channels} channels split" if channels > 1 else ""
+            view.notice(f"listening on {name or stream_name(device)} at {rate} Hz{split}")
             last_audio = time.monotonic()
             while not stop.is_set() and (limit is None or captured < limit):
                 try:
@@ -485,23 +549,24 @@ def run(args) -> int:
             return 0
         if args.seconds is not None and args.seconds <= 0:
             raise ListenError("--seconds must be positive")
-        device, name = resolve_device(args.input_device)
+        parties = listen_parties(args)
+        device, name = resolve_device(args.input_device, len(parties) or 1)
         source = f"{name} @ {args.sample_rate} Hz" + (f" → {server_url(args.server)}" if args.server else "")
         view = PlainView(source) if args.plain else None
         if args.server:
-            engine_factory = lambda emit: ServerEngine(args.server, args.token, args.sample_rate, emit, args.context)  # noqa: E731
+            engine_factory = lambda emit: ServerEngine(args.server, args.token, args.sample_rate, emit, args.context, parties)  # noqa: E731
         else:
             config = dataclasses.replace(analyzer_config(args), sample_rate=args.sample_rate)
             scorer = load_scorer_from_args(args)
             data = decision_data(args, scorer)
-            analyzer = StreamAnalyzer(scorer, config, profile=data.profile_for(args.context), centroids=data.centroids)
-            engine_factory = lambda emit: LocalEngine(analyzer, emit)  # noqa: E731
+            make = lambda: StreamAnalyzer(scorer, config, profile=data.profile_for(args.context), centroids=data.centroids)  # noqa: E731
+            engine_factory = lambda emit: LocalEngine(None if parties else make(), emit, parties, make)  # noqa: E731
         view = view or LiveView(source)
         out = Output(view, args.jsonl)
         try:
             if args.plain:  # the live view shows it in its footer
                 view.notice(NOT_A_DIAGNOSIS)
-            asyncio.run(capture(args, device, engine_factory(out), view, name))
+            asyncio.run(capture(args, device, engine_factory(out), view, name, len(parties) or 1))
         finally:
             out.close()
         return 0

@@ -9,6 +9,7 @@ without pulseaudio these tests fail rather than skip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -86,9 +87,15 @@ class FifoMic(threading.Thread):
 @pytest.fixture(scope="module")
 def pulse(tmp_path_factory):
     """A private PulseAudio daemon whose default source is a FIFO we write to; yields (env, mic)."""
+    with pulse_daemon(tmp_path_factory.mktemp("pulse")) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def pulse_daemon(run_dir: Path, channels: int = 1, mic_class=None):
+    """Run a private PulseAudio daemon whose default source is a FIFO of `channels` channels."""
     if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
         pytest.fail("pulseaudio is required for these tests (Debian packages pulseaudio libportaudio2)")
-    run_dir = tmp_path_factory.mktemp("pulse")
     run_dir.chmod(0o700)
     env = dict(
         os.environ,
@@ -109,9 +116,9 @@ def pulse(tmp_path_factory):
             time.sleep(0.2)
         fifo = run_dir / "fakemic.fifo"  # created by the module itself
         subprocess.run(["pactl", "load-module", "module-pipe-source", "source_name=fakemic", f"file={fifo}",
-                        "format=s16le", f"rate={RATE}", "channels=1"], env=env, check=True, capture_output=True)
+                        "format=s16le", f"rate={RATE}", f"channels={channels}"], env=env, check=True, capture_output=True)
         subprocess.run(["pactl", "set-default-source", "fakemic"], env=env, check=True, capture_output=True)
-        mic = FifoMic(fifo)
+        mic = (mic_class or FifoMic)(fifo)
         mic.start()
         yield env, mic
         mic.stopping.set()
