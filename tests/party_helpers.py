@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
 from audio_fixtures import compose
-
 
 
 def two_voices(speech, speech_silence_speech) -> tuple[np.ndarray, np.ndarray]:

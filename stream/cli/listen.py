@@ -387,7 +387,7 @@ class LocalEngine:
 
     async def feed(self, block: np.ndarray) -> None:
         columns = list(self.analyzers)
-        step = lambda party, a: a.feed(block if party is None else block[:, columns.index(party)])  # noqa: E731
+        step = lambda party, a: a.feed(block if party is None else block[:, columns.index(party)])
         self._emit(await asyncio.get_running_loop().run_in_executor(None, self._run, step))
 
     async def finish(self) -> None:
@@ -554,13 +554,13 @@ def run(args) -> int:
         source = f"{name} @ {args.sample_rate} Hz" + (f" → {server_url(args.server)}" if args.server else "")
         view = PlainView(source) if args.plain else None
         if args.server:
-            engine_factory = lambda emit: ServerEngine(args.server, args.token, args.sample_rate, emit, args.context, parties)  # noqa: E731
+            engine_factory = lambda emit: ServerEngine(args.server, args.token, args.sample_rate, emit, args.context, parties)
         else:
             config = dataclasses.replace(analyzer_config(args), sample_rate=args.sample_rate)
             scorer = load_scorer_from_args(args)
             data = decision_data(args, scorer)
-            make = lambda: StreamAnalyzer(scorer, config, profile=data.profile_for(args.context), centroids=data.centroids)  # noqa: E731
-            engine_factory = lambda emit: LocalEngine(None if parties else make(), emit, parties, make)  # noqa: E731
+            make = lambda: StreamAnalyzer(scorer, config, profile=data.profile_for(args.context), centroids=data.centroids)
+            engine_factory = lambda emit: LocalEngine(None if parties else make(), emit, parties, make)
         view = view or LiveView(source)
         out = Output(view, args.jsonl)
         try:

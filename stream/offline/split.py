@@ -10,10 +10,9 @@ party, and per party `processed_audio-<party>.wav` (and `embedding-<party>.npy`)
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -357,8 +357,23 @@ def start_message_for(started: Started) -> StartMessage:
 
 
 __all__ = [
-    "Audio", "BOTH", "DEFAULT_PARTIES", "Dtmf", "Marked", "Started", "Stopped", "TOKEN_PARAMETER",
-    "TRACK_PARAMETER", "TRACKS", "party_parameter", "TWILIO_CHANNELS",
-    "TWILIO_ENCODING", "TWILIO_RATE", "TwilioEvent", "TwilioState", "TwilioStream", "session_id_for",
+    "BOTH",
+    "DEFAULT_PARTIES",
+    "TOKEN_PARAMETER",
+    "TRACKS",
+    "TRACK_PARAMETER",
+    "TWILIO_CHANNELS",
+    "TWILIO_ENCODING",
+    "TWILIO_RATE",
+    "Audio",
+    "Dtmf",
+    "Marked",
+    "Started",
+    "Stopped",
+    "TwilioEvent",
+    "TwilioState",
+    "TwilioStream",
+    "party_parameter",
+    "session_id_for",
     "start_message_for",
 ]

@@ -553,7 +553,19 @@ def _count_lines(path: Path) -> int:
 
 
 __all__ = [
-    "AUDIO_FILE", "EVENTS_FILE", "PARTIES_KEY", "audio_file", "audio_files", "RESERVED_KEYS", "SAMPLE_FORMATS", "SESSION_FILE", "RepairReport",
-    "SessionRecorder", "WavLayout", "list_sessions", "load_session", "repair",
+    "AUDIO_FILE",
+    "EVENTS_FILE",
+    "PARTIES_KEY",
+    "RESERVED_KEYS",
+    "SAMPLE_FORMATS",
+    "SESSION_FILE",
+    "RepairReport",
+    "SessionRecorder",
+    "WavLayout",
+    "audio_file",
+    "audio_files",
+    "list_sessions",
+    "load_session",
+    "repair",
     "validate_session_id",
 ]

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from audio_fixtures import write_stereo16, write_wav16
 from PIL import Image
 
-from audio_fixtures import write_stereo16, write_wav16
 from stream.cli.main import main
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from audio_fixtures import compose
 from test_listen import RATE, FifoMic, listen, of_type, pulse_daemon
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from test_twilio import Call, chunks, tone
 
 from stream.protocol import mulaw
 from stream.protocol.native import ProtocolError
 from stream.protocol.twilio import Audio, TwilioStream
-from test_twilio import Call, chunks, tone
 
 
 def started(params: dict, tracks=("inbound", "outbound"), track=None) -> tuple[Call, TwilioStream]:

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from server_harness import start_server
 from test_dashboard import ARTIFACTS, TOKEN, browser, page, speech_wav, state  # noqa: F401  (fixtures)
 from test_server import stream

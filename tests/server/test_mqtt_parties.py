@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-
 from server_harness import start_server
-from stream.server.mqtt import qos_for
 from test_mqtt import Subscriber, broker, unique  # noqa: F401  (broker: the fixture)
 from test_server import events_of, stream
+
+from stream.server.mqtt import qos_for
 
 
 def test_each_party_topic_carries_only_that_party(broker, two_voices, tiny_model_dir, tmp_path):  # noqa: F811
@@ -23,11 +23,12 @@ def test_each_party_topic_carries_only_that_party(broker, two_voices, tiny_model
                  "parties": ["caller", "agent"], "session_id": "split-m"}
         messages, code = asyncio.run(stream(server, stereo, start, 6400, pace=0.01))
         assert code == 1000
-        ended = lambda r: any(p["type"] == "session_ended" for _, _, p in r)  # noqa: E731
+        ended = lambda r: any(p["type"] == "session_ended" for _, _, p in r)
         assert whole_sub.wait(ended, 30), "session_ended never arrived over MQTT"
         for party, sub in (("caller", caller_sub), ("agent", agent_sub)):
             mine = [m for m in events_of(messages) if m.get("party") == party and m["type"] != "info"]
-            assert sub.wait(lambda r, n=len(mine): len(unique(r)) >= n, 20)
+            wanted = len(mine)
+            assert sub.wait(lambda r, wanted=wanted: len(unique(r)) >= wanted, 20)
             got = unique(sub.received)
             assert {p["party"] for _, p in got} == {party}  # nothing of the other voice
             assert all(t == f"emostream/split-m/{party}/{p['type']}" for t, p in got)

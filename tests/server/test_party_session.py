@@ -7,8 +7,9 @@ import json
 
 import numpy as np
 import pytest
-
 from party_helpers import same_events
+
+from models.errors import AudioError
 from stream.engine.analyzer import analyze_array
 from stream.engine.config import AnalyzerConfig
 from stream.engine.events import to_dict
@@ -16,8 +17,6 @@ from stream.server.parties import split_frames
 from stream.server.recording import SessionRecorder, load_session, repair
 from stream.server.scheduler import BatchScheduler
 from stream.server.session import LiveSession, SessionHooks, SessionSpec
-
-from models.errors import AudioError
 
 
 def run_split(scorer, frames: np.ndarray, parties, recorder=None, chunk=1600):
