@@ -327,12 +327,13 @@ def session_id_for(started: Started) -> str:
     return f"twilio-{safe[:64 - len('twilio--') - len(digest)]}-{digest}"
 
 
-def start_message_for(started: Started) -> StartMessage:
+def start_message_for(started: Started, parties: Mapping[str, str] | None = None) -> StartMessage:
     """The native `start` a Twilio stream amounts to: μ-law-decoded int16 mono at 8 kHz.
 
     The samples `Audio` carries are already decoded, so `encoding` records where they came
     from. A custom parameter `context` becomes the session context (cut to 2000 characters);
-    the call's SIDs and the custom parameters (never the token) go into `metadata["twilio"]`.
+    the call's SIDs and the custom parameters (never the token) go into `metadata["twilio"]`,
+    with `parties` (track -> party name, `TwilioStream.parties`) when both tracks are analyzed.
     """
     params = started.custom_parameters
     context = params.get("context")
@@ -346,6 +347,8 @@ def start_message_for(started: Started) -> StartMessage:
             "custom_parameters": params,
         }
     }
+    if parties:
+        metadata["twilio"]["parties"] = dict(parties)
     return StartMessage(
         sample_rate=started.sample_rate,
         encoding="mulaw",

@@ -171,7 +171,7 @@ async def twilio_stream(ws: WebSocket) -> None:
                     if isinstance(event, Started):
                         if ws.scope.get("state", {}).get("token_pending") and not token_ok(server.settings.token, event.token):
                             raise ProtocolError("unauthorized", "missing or wrong token <Parameter> in the Twilio start")
-                        start = start_message_for(event)
+                        start = start_message_for(event, stream.parties)
                         spec = SessionSpec(server.new_session_id(session_id_for(event)), start.sample_rate, start.encoding,
                                            start.channels, start.context, dict(start.metadata), "twilio",
                                            tuple(stream.parties.values()))

@@ -136,6 +136,7 @@ def test_twilio_both_tracks_give_each_party_the_events_of_its_track_alone(server
     assert code == 1000 and {e["party"] for e in both} == {"caller", "counsellor"}
     meta = json.loads((server.recordings / "twilio-MZboth" / "session.json").read_text())
     assert meta["parties"] == ["caller", "counsellor"] and meta["status"] == "complete"
+    assert meta["metadata"]["twilio"]["parties"] == {"inbound": "caller", "outbound": "counsellor"}
     assert set(meta["summary"]["parties"]) == {"caller", "counsellor"}
     for party, voice, sid in (("caller", caller, "MZcaller"), ("counsellor", agent, "MZagent")):
         alone, _ = run_twilio(server, twilio_call({"inbound": voice}, sid))
