@@ -19,11 +19,11 @@ from stream.server.scheduler import BatchScheduler
 from stream.server.session import LiveSession, SessionHooks, SessionSpec
 
 
-def run_split(scorer, frames: np.ndarray, parties, recorder=None, chunk=1600):
+def run_split(scorer, frames: np.ndarray, parties, recorder=None, chunk=1600, batches=None):
     got = {p: [] for p in parties}
 
     async def run():
-        sched = BatchScheduler(scorer, max_batch=4, max_wait=0.02)
+        sched = BatchScheduler(scorer, max_batch=4, max_wait=0.02, on_batch=batches.append if batches is not None else None)
         sched.start()
         spec = SessionSpec("split-1", 16000, "pcm_f32le", channels=2, parties=tuple(parties))
         session = LiveSession(spec, AnalyzerConfig(), scorer, sched, recorder,
@@ -42,7 +42,9 @@ def run_split(scorer, frames: np.ndarray, parties, recorder=None, chunk=1600):
 
 def test_each_party_gets_the_events_of_its_channel_alone(scorer, two_voices):
     caller, agent = two_voices
-    got, summary = run_split(scorer, np.stack([caller, agent], axis=1), ["caller", "agent"])
+    batches = []
+    got, summary = run_split(scorer, np.stack([caller, agent], axis=1), ["caller", "agent"], batches=batches)
+    assert max(b.size for b in batches) > 1  # the parties' chunks share forward passes
     for party, mono in (("caller", caller), ("agent", agent)):
         same_events([to_dict(e) for e in got[party]], [to_dict(e) for e in analyze_array(scorer, mono)])
     # The two voices differ, so the parties' readings do too; the summary reports both.
