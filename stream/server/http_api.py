@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from models.errors import EmostreamError
-from stream.offline.analyze import GRANULARITIES, analyze_audio
-from stream.offline.audio_file import load
-
+from .auth import access_of
 from .recording import list_sessions, load_session, validate_session_id
+from .retention import SessionBusy, delete_session
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -21,8 +17,10 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness and what is loaded (no token needed)."""
+    """Liveness (no token needed); what is loaded and how busy, for a caller with any right."""
     server = request.app.state.server
+    if not access_of(request.scope).rights:
+        return JSONResponse({"status": "ok"})
     return JSONResponse(
         {
             "status": "ok",
@@ -54,8 +52,10 @@ async def sessions(request: Request) -> JSONResponse:
 
 
 async def session(request: Request) -> JSONResponse:
-    """One session's record (session.json plus counts)."""
+    """One session's record (session.json plus counts); DELETE removes it (admin right)."""
     server = request.app.state.server
+    if request.method == "DELETE":
+        return await _delete(request, server)
     try:
         return JSONResponse(load_session(server.settings.recordings, request.path_params["session_id"]))
     except KeyError:
@@ -72,6 +72,8 @@ def _session_file(request: Request, name: str, media_type: str, download: str | 
     path = server.settings.recordings / sid / name
     if not path.is_file():
         return _error(404, "not_found", "no such session")
+    client = request.client.host if request.client else None
+    server.access_log.record("download", sid, access_of(request.scope).name, client, file=name)
     return FileResponse(path, media_type=media_type, filename=download and f"{sid}{download}")
 
 
@@ -85,50 +87,19 @@ async def session_events(request: Request) -> Response:
     return _session_file(request, "events.jsonl", "application/x-ndjson")
 
 
-def _flag(value) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "on")
-
-
-async def predict(request: Request) -> JSONResponse:
-    """Analyze an uploaded file (`file`) or `audio_path` below --audio-root, like `emostream analyze`."""
-    server = request.app.state.server
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            form = await request.json()
-        except ValueError:
-            return _error(400, "bad_json", "the body is not valid JSON")
-        upload = None
-    else:
-        form = await request.form()
-        upload = form.get("file")
-    granularity = form.get("granularity", "utterance")
-    if granularity not in GRANULARITIES:
-        return _error(400, "bad_request", f"granularity must be one of {', '.join(GRANULARITIES)}")
-    context, embedding = form.get("context"), _flag(form.get("extract_embedding", False))
-    with tempfile.TemporaryDirectory() as tmp:
-        if upload is not None and hasattr(upload, "read"):
-            path = Path(tmp) / Path(upload.filename or "upload").name
-            path.write_bytes(await upload.read())
-            source = upload.filename or "upload"
-        elif form.get("audio_path"):
-            root = server.settings.audio_root
-            if root is None:
-                return _error(403, "forbidden", "audio_path is disabled: the server has no --audio-root")
-            path = (root / form["audio_path"]).resolve()
-            if not path.is_relative_to(root.resolve()):
-                return _error(403, "forbidden", "audio_path must lie inside the server's --audio-root")
-            source = form["audio_path"]
-        else:
-            return _error(400, "bad_request", "send a `file` upload or an `audio_path`")
-        config = server.template
-        try:
-            audio = await asyncio.to_thread(load, path)
-            result = await asyncio.to_thread(
-                analyze_audio, server.scorer, audio, source, granularity, context, config, None, server.data
-            )
-        except EmostreamError as exc:
-            return _error(422, exc.code, str(exc))
-    body = result.to_json(config.describe())
-    if embedding:
-        body["embedding"] = result.embedding.round(6).tolist()
-    return JSONResponse(body)
+async def _delete(request: Request, server) -> JSONResponse:
+    """Delete a recorded session (never a live one), logged with who asked."""
+    sid = request.path_params["session_id"]
+    client = request.client.host if request.client else None
+    try:
+        gone = await asyncio.to_thread(
+            delete_session, server.settings.recordings, sid, server.access_log, access_of(request.scope).name,
+            client, set(server.sessions),
+        )
+    except ValueError:
+        return _error(404, "not_found", "no such session")
+    except SessionBusy:
+        return _error(409, "session_live", "the session is live: it can be deleted once it has ended")
+    if not gone:
+        return _error(404, "not_found", "no such session")
+    return JSONResponse({"deleted": sid})

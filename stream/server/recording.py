@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import AudioError, ConfigError
-from stream.protocol.native import SESSION_ID_RE
+from stream.protocol.native import MAX_METADATA_DEPTH, SESSION_ID_RE, json_depth
 
 AUDIO_FILE = "audio.wav"
 EVENTS_FILE = "events.jsonl"
@@ -29,7 +29,7 @@ _TMP_SUFFIX = ".tmp"
 RESERVED_KEYS = frozenset(
     {
         "session_id", "status", "started_at", "sample_rate", "sample_format", "ended_at",
-        "duration_seconds", "summary", "error", "events", "audio_bytes",
+        "duration_seconds", "summary", "error", "events", "audio_bytes", "audio_kept",
     }
 )
 _MAX_DATA_BYTES = 0xFFFFFFFF - 64  # RIFF sizes are 32-bit; the header must fit as well
@@ -119,6 +119,11 @@ def _json_bytes(data: Mapping, **kwargs) -> bytes:
     return json.dumps(data, ensure_ascii=False, allow_nan=False, **kwargs).encode("utf-8")
 
 
+def _private(path, flags):
+    """`open` opener: files only their owner may read (recordings are calls' audio)."""
+    return os.open(path, flags, 0o600)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -130,12 +135,25 @@ def _fsync_dir(path: Path) -> None:
 def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
     """Replace `path` with `data` so readers see the old or the new file, never a mix."""
     tmp = path.with_name(path.name + _TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
+    try:
+        with open(tmp, "wb", opener=_private) as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        if not path.exists():
+            raise
+        # A full disk has no room for a second copy; the file's own blocks, freed by the
+        # truncation, hold the new one (the same size give or take a line). Not atomic, but a
+        # "live" status that never changes is worse: it leaks the session's state.
+        with open(path, "r+b") as f:
+            f.truncate(0)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-    os.replace(tmp, path)
     if fsync:
         _fsync_dir(path.parent)  # the rename itself must reach the disk too
 
@@ -144,9 +162,14 @@ def _read_session_json(path: Path) -> dict | None:
     """session.json's contents, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    # Sessions recorded before metadata depth was bounded: keep them listable (JSON encoders recurse).
+    if json_depth(data.get("metadata"), MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        data["metadata"] = {"dropped": f"metadata nested deeper than {MAX_METADATA_DEPTH} levels"}
+    return data
 
 
 class SessionRecorder:
@@ -161,8 +184,12 @@ class SessionRecorder:
         info: Mapping[str, object],
         flush_seconds: float = 1.0,
         fsync: bool = False,
+        keep_audio: bool = True,
     ):
-        """Create `<root>/<session_id>/` with session.json ("live"), an empty WAV and events log."""
+        """Create `<root>/<session_id>/` with session.json ("live"), an empty WAV and events log.
+
+        `keep_audio=False` (`--record events`) writes no audio.wav: samples are only counted.
+        """
         validate_session_id(session_id)
         if sample_format not in SAMPLE_FORMATS:
             raise ValueError(
@@ -188,6 +215,7 @@ class SessionRecorder:
             "started_at": _now_iso(),
             "sample_rate": sample_rate,
             "sample_format": sample_format,
+            "audio_kept": keep_audio,
             **info,
         }
         meta_bytes = _json_bytes(self._meta, indent=2)  # fails on bad info before any file exists
@@ -196,9 +224,9 @@ class SessionRecorder:
         self._closed = False
         self._failed: OSError | None = None  # a write that failed (disk full...) stops recording
 
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        self.dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            self.dir.mkdir()  # atomic: of two recorders racing for one id, exactly one wins
+            self.dir.mkdir(mode=0o700)  # atomic: of two recorders racing for one id, exactly one wins
         except FileExistsError:
             raise ConfigError(
                 f"session id {session_id!r} is already used in {self.dir.parent} "
@@ -208,13 +236,15 @@ class SessionRecorder:
         # which is what lets `repair` rebuild whatever else a crash left half-made.
         _write_atomic(self.dir / SESSION_FILE, meta_bytes, fsync)
         # Held open for the session's life, so no `with`; "xb": never write over another's file.
-        self._wav = open(self.dir / AUDIO_FILE, "xb")  # noqa: SIM115
+        self._wav = open(self.dir / AUDIO_FILE, "xb", opener=_private) if keep_audio else None  # noqa: SIM115
         try:
-            self._wav.write(self.layout.header(sample_rate, 0))
-            self._wav.flush()
-            self._events = open(self.dir / EVENTS_FILE, "xb")  # noqa: SIM115
+            if self._wav is not None:
+                self._wav.write(self.layout.header(sample_rate, 0))
+                self._wav.flush()
+            self._events = open(self.dir / EVENTS_FILE, "xb", opener=_private)  # noqa: SIM115
         except BaseException:
-            self._wav.close()
+            if self._wav is not None:
+                self._wav.close()
             raise
         if fsync:
             self._sync()
@@ -251,6 +281,9 @@ class SessionRecorder:
                 f"recording {self.session_id!r} is full: a WAV file holds at most 4 GiB "
                 f"({self.seconds_written:.0f} s recorded)"
             )
+        if self._wav is None:  # events only: the audio is analyzed, never kept
+            self._samples += a.size
+            return
         try:
             self._wav.write(a.astype(self.layout.dtype, copy=False).tobytes())
             self._samples += a.size
@@ -296,11 +329,14 @@ class SessionRecorder:
         }
         # Serialise first: a summary that is not JSON raises here and leaves the recorder open.
         meta_bytes = _json_bytes(meta, indent=2)
-        self._closed = True
         try:
             self._checkpoint()
-        finally:
-            self._release()
+        except OSError as exc:  # the disk filled up since the last write: close as a failed recording
+            self._fail(exc)
+            self._close_failed(summary)
+            return
+        self._closed = True
+        self._release()
         _write_atomic(self.dir / SESSION_FILE, meta_bytes, self.fsync)
         self._meta = meta
 
@@ -315,7 +351,7 @@ class SessionRecorder:
     def _fail(self, exc: OSError) -> None:
         """Stop after a failed write: appending to a partial sample or line garbles the rest."""
         self._failed = exc
-        for f in (self._wav, self._events):
+        for f in self._files():
             try:
                 f.close()
             except OSError:
@@ -324,33 +360,45 @@ class SessionRecorder:
     def _close_failed(self, summary: Mapping[str, object] | None) -> None:
         """Close after a failed write: repair what reached the disk, then keep the summary."""
         self._closed = True
-        repair(self.dir)  # status becomes "interrupted": the recording is known to be cut short
-        meta = _read_session_json(self.dir / SESSION_FILE) or {}
+        try:
+            repair(self.dir)  # status becomes "interrupted": the recording is known to be cut short
+        except (OSError, ValueError):
+            pass  # still no room: the next server start repairs it (the status says "live")
+        meta = _read_session_json(self.dir / SESSION_FILE) or dict(self._meta)
         meta.update(summary=dict(summary or {}), error=str(self._failed))
-        _write_atomic(self.dir / SESSION_FILE, _json_bytes(meta, indent=2), self.fsync)
+        if meta.get("status") == "live":
+            meta.update(status="interrupted", ended_at=_now_iso(), duration_seconds=self.seconds_written)
+        try:
+            _write_atomic(self.dir / SESSION_FILE, _json_bytes(meta, indent=2), self.fsync)
+        except OSError:
+            pass  # as above: a restart's repair marks it
         self._meta = meta
 
     def _checkpoint(self) -> None:
         """Hand buffered audio to the OS, then make the header describe it."""
         # Data first, header second: a kill between the two leaves a header that claims less
         # than the file holds, which is still a valid WAV.
-        self._wav.flush()
-        self._wav.seek(0)
-        self._wav.write(self.layout.header(self.sample_rate, self._samples))
-        self._wav.seek(0, os.SEEK_END)
-        self._wav.flush()
+        if self._wav is not None:
+            self._wav.flush()
+            self._wav.seek(0)
+            self._wav.write(self.layout.header(self.sample_rate, self._samples))
+            self._wav.seek(0, os.SEEK_END)
+            self._wav.flush()
         self._events.flush()
         self._unflushed = 0
         if self.fsync:
             self._sync()
 
     def _sync(self) -> None:
-        os.fsync(self._wav.fileno())
-        os.fsync(self._events.fileno())
+        for f in self._files():
+            os.fsync(f.fileno())
 
     def _release(self) -> None:
-        for f in (self._wav, self._events):
+        for f in self._files():
             f.close()
+
+    def _files(self) -> list:
+        return [f for f in (self._wav, self._events) if f is not None]
 
 
 @dataclass(frozen=True)
@@ -391,7 +439,10 @@ def repair(session_dir: str | Path) -> RepairReport:
     # The last write to either file is the best record of when the session died.
     mtimes = [p.stat().st_mtime for p in (audio, events, meta_path) if p.exists()]
 
-    samples, header_fixed, dropped = _repair_wav(audio, layout, rate)
+    if meta.get("audio_kept", True):
+        samples, header_fixed, dropped = _repair_wav(audio, layout, rate)
+    else:  # --record events: no audio file; the duration is what the last checkpoint said
+        samples, header_fixed, dropped = round(float(meta.get("duration_seconds") or 0) * rate), False, 0
     events_dropped, terminated = _repair_events(events)
 
     tmp = meta_path.with_name(meta_path.name + _TMP_SUFFIX)

@@ -24,7 +24,15 @@ from stream.engine.config import AnalyzerConfig
 from stream.engine.events import Event, Window, to_dict
 from stream.engine.jobs import EvidenceJob, ModelJob
 
+from models.errors import EmostreamError
+
 from .scheduler import BatchScheduler, Overloaded
+
+
+class RecordingFailed(EmostreamError):
+    """The session's recording could not be written (a full disk...): the session must end."""
+
+    code = "recording_failed"
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,11 @@ class LiveSession:
             raise self._failed
         self.core.push(samples)  # validates before anything is recorded
         if self.recorder is not None:
-            self.recorder.write_audio(samples)
+            try:
+                self.recorder.write_audio(samples)
+            except (OSError, ValueError) as exc:
+                self._fail(RecordingFailed(f"the recording stopped: {exc}"))
+                raise self._failed from None
         self._arrivals.append((round(self.core.received_seconds * SAMPLE_RATE), time.monotonic()))
         self._dispatch()
 
@@ -199,8 +211,11 @@ class LiveSession:
         events = self.core.take_events()
         for event in events:
             self.counts[event.type] += 1
-            if self.recorder is not None:
-                self.recorder.write_event(to_dict(event))
+            if self.recorder is not None and not isinstance(self._failed, RecordingFailed):
+                try:
+                    self.recorder.write_event(to_dict(event))
+                except (OSError, ValueError) as exc:  # the events still reach the live feed
+                    self._fail(RecordingFailed(f"the recording stopped: {exc}"))
         return events
 
     def _deliver(self) -> None:
