@@ -381,7 +381,9 @@ def test_monitor_that_stops_reading_is_closed(server, pcm):
     asyncio.run(flood())  # ~5 MB: more than the TCP buffers and --max-queue-bytes hold
     data = read_until_closed(mon, 30)  # before the fix: still open, silently dropping everything
     mon.close()
-    assert len(data) > 1 << 20  # it got what it read before falling behind; then the server closed it
+    # It got what fitted before it fell behind, then the close: not every announcement (the server
+    # stopped queueing for it), and not by a ping timeout long after (the flood takes seconds).
+    assert 0 < data.count(b'"session_started"') < 450
 
 
 def test_errors_to_a_client_that_does_not_read_stay_small(server):
