@@ -18,7 +18,7 @@ from .settings import ServerSettings
 
 RIGHTS = ("stream", "watch", "admin")
 STREAM_PATHS = ("/ws/stream", "/ws/twilio", "/api/predict")
-PROTECTED = ("/api", "/ws", "/metrics", "/openapi.json")  # under these lies data; the rest is static
+PROTECTED = ("/api", "/ws", "/metrics")  # under these lies data; the rest (/openapi.json too) is static
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import asyncio
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.schemas import SchemaGenerator
 
 from .auth import access_of
 from .recording import list_sessions, load_session, validate_session_id
@@ -17,7 +18,13 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness (no token needed); what is loaded and how busy, for a caller with any right."""
+    """Liveness (no token needed); what is loaded and how busy, for a caller with any right.
+    ---
+    summary: Liveness; model and load details for callers with a credential
+    responses:
+      200:
+        description: '{"status": "ok"}, plus model_id, random_weights, sessions, queue_depth with a credential'
+    """
     server = request.app.state.server
     if not access_of(request.scope).rights:
         return JSONResponse({"status": "ok"})
@@ -33,7 +40,13 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition."""
+    """Prometheus exposition.
+    ---
+    summary: Prometheus metrics (watch right)
+    responses:
+      200:
+        description: text/plain exposition format
+    """
     server = request.app.state.server
     server.metrics.queue_depth.set(server.scheduler.depth)
     if server.mqtt is not None:
@@ -42,7 +55,13 @@ async def metrics(request: Request) -> Response:
 
 
 async def sessions(request: Request) -> JSONResponse:
-    """Live and recorded sessions, newest first."""
+    """Live and recorded sessions, newest first.
+    ---
+    summary: Live and recorded sessions, newest first (watch right)
+    responses:
+      200:
+        description: '{"sessions": [session.json of each, with "live": true/false]}'
+    """
     server = request.app.state.server
     live = set(server.sessions)
     items = list_sessions(server.settings.recordings)
@@ -52,10 +71,18 @@ async def sessions(request: Request) -> JSONResponse:
 
 
 async def session(request: Request) -> JSONResponse:
-    """One session's record (session.json plus counts); DELETE removes it (admin right)."""
+    """One session's record (session.json plus counts).
+    ---
+    summary: One session's record, with event count and audio size (watch right)
+    parameters:
+      - {name: session_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200:
+        description: session.json plus "events" (lines) and "audio_bytes"
+      404:
+        description: no such session
+    """
     server = request.app.state.server
-    if request.method == "DELETE":
-        return await _delete(request, server)
     try:
         return JSONResponse(load_session(server.settings.recordings, request.path_params["session_id"]))
     except KeyError:
@@ -78,17 +105,50 @@ def _session_file(request: Request, name: str, media_type: str, download: str | 
 
 
 async def session_audio(request: Request) -> Response:
-    """The received audio of a session, as WAV."""
+    """The received audio of a session, as WAV.
+    ---
+    summary: A session's received audio as WAV (watch right; logged)
+    parameters:
+      - {name: session_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200:
+        description: audio/wav
+      404:
+        description: no such session, or it was recorded without audio (--record events)
+    """
     return _session_file(request, "audio.wav", "audio/wav", ".wav")
 
 
 async def session_events(request: Request) -> Response:
-    """A session's recorded events (events.jsonl, one JSON object per line)."""
+    """A session's recorded events (events.jsonl, one JSON object per line).
+    ---
+    summary: A session's events as JSON lines (watch right; logged)
+    parameters:
+      - {name: session_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200:
+        description: application/x-ndjson, one event per line (docs/events.md)
+      404:
+        description: no such session
+    """
     return _session_file(request, "events.jsonl", "application/x-ndjson")
 
 
-async def _delete(request: Request, server) -> JSONResponse:
-    """Delete a recorded session (never a live one), logged with who asked."""
+async def delete(request: Request) -> JSONResponse:
+    """Delete a recorded session (never a live one), logged with who asked.
+    ---
+    summary: Delete a recorded session (admin right; logged)
+    parameters:
+      - {name: session_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200:
+        description: '{"deleted": session_id}'
+      404:
+        description: no such session
+      409:
+        description: the session is live
+    """
+    server = request.app.state.server
     sid = request.path_params["session_id"]
     client = request.client.host if request.client else None
     try:
@@ -103,3 +163,22 @@ async def _delete(request: Request, server) -> JSONResponse:
     if not gone:
         return _error(404, "not_found", "no such session")
     return JSONResponse({"deleted": sid})
+
+
+def openapi(request: Request) -> Response:
+    """The OpenAPI description of these HTTP routes (the WebSockets: docs/protocol.md).
+    ---
+    summary: This description (OpenAPI 3)
+    responses:
+      200:
+        description: application/vnd.oai.openapi
+    """
+    return SCHEMAS.OpenAPIResponse(request)
+
+
+SCHEMAS = SchemaGenerator({
+    "openapi": "3.0.0",
+    "info": {"title": "emostream live server", "version": "1",
+             "description": "HTTP API of `emostream serve`. Send `Authorization: Bearer <credential>`; "
+                            "the right each route needs is in its summary (README, Access). WebSockets: docs/protocol.md."},
+})

@@ -89,7 +89,39 @@ def _limited(request: Request, limit: int) -> Request:
 
 
 async def predict(request: Request) -> JSONResponse:
-    """Analyze an uploaded file (`file`) or `audio_path` below --audio-root, like `emostream analyze`."""
+    """Analyze an uploaded file (`file`) or `audio_path` below --audio-root, like `emostream analyze`.
+    ---
+    summary: Analyze one file like `emostream analyze` (stream right)
+    requestBody:
+      content:
+        multipart/form-data:
+          schema:
+            type: object
+            properties:
+              file: {type: string, format: binary}
+              granularity: {type: string, enum: [utterance, frame]}
+              context: {type: string}
+              extract_embedding: {type: boolean}
+        application/json:
+          schema:
+            type: object
+            properties:
+              audio_path: {type: string, description: a file below the server's --audio-root}
+              granularity: {type: string, enum: [utterance, frame]}
+              context: {type: string}
+              extract_embedding: {type: boolean}
+    responses:
+      200:
+        description: what `emostream analyze` writes to result.json
+      400:
+        description: a malformed request
+      413:
+        description: over --max-upload-bytes or --max-predict-seconds
+      422:
+        description: the file is not audio of a supported container format
+      429:
+        description: --max-predicts analyses are running
+    """
     server = request.app.state.server
     settings = server.settings
     length = request.headers.get("content-length", "")

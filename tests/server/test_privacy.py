@@ -259,3 +259,16 @@ def test_mqtts_with_a_ca_file_and_a_password(tiny_model_dir, tmp_path, pcm):
     topics = [line.split(" ", 1)[0] for line in lines]
     assert any("over-mqtts" in t and t.endswith("session_started") for t in topics), lines[:5]
     assert any("over-mqtts" in t and t.endswith("session_ended") for t in topics)
+
+
+def test_openapi_describes_the_http_api(roles):
+    r = httpx.get(f"{roles.http}/openapi.json")  # a description of the API, not data: no credential
+    assert r.status_code == 200
+    spec = r.json()
+    assert spec["openapi"].startswith("3.")
+    paths = spec["paths"]
+    assert set(paths) == {"/healthz", "/metrics", "/api/sessions", "/api/sessions/{session_id}",
+                          "/api/sessions/{session_id}/audio", "/api/sessions/{session_id}/events", "/api/predict"}
+    assert set(paths["/api/sessions/{session_id}"]) == {"get", "delete"}
+    assert "409" in {str(k) for k in paths["/api/sessions/{session_id}"]["delete"]["responses"]}
+    assert {"413", "429"} <= {str(k) for k in paths["/api/predict"]["post"]["responses"]}
