@@ -189,11 +189,11 @@ def test_server_over_tls_with_a_self_signed_certificate(tiny_model_dir, tmp_path
     srv = start_server(tiny_model_dir, tmp_path, "--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key),
                        token=None, scheme="https")
     try:
-        r = httpx.get(f"https://127.0.0.1:{srv.port}/healthz", verify=str(tls.ca))
+        context = ssl.create_default_context(cafile=str(tls.ca))
+        r = httpx.get(f"https://127.0.0.1:{srv.port}/healthz", verify=context)
         assert r.status_code == 200 and r.json()["status"] == "ok"
         with pytest.raises(httpx.ConnectError):  # plain trust: the self-signed CA is not known
             httpx.get(f"https://127.0.0.1:{srv.port}/healthz")
-        context = ssl.create_default_context(cafile=str(tls.ca))
         got, code = asyncio.run(_session(f"wss://127.0.0.1:{srv.port}", pcm[:16000], "over-tls", {},
                                          ssl_context=context))
         assert code == 1000 and got[0]["type"] == "ready" and got[-1]["type"] == "summary"
