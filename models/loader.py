@@ -64,7 +64,9 @@ def fetch_instructions(model_id: str, size: str) -> str:
         f"  pip install huggingface_hub && hf download emotion2vec/emotion2vec_plus_{size} "
         f"--local-dir emotion2vec_plus_{size}\n"
         f"copy the folder (it holds config.yaml, model.pt, tokens.txt) to this machine and pass "
-        f"--model-dir PATH or set EMOSTREAM_MODEL_DIR=PATH. (wanted: {model_id})"
+        f"--model-dir PATH or set EMOSTREAM_MODEL_DIR=PATH. (wanted: {model_id})\n"
+        f"To try the server and dashboard without weights: emostream serve --demo (a RANDOM-weight "
+        f"model: its output is not emotion recognition)."
     )
 
 

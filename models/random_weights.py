@@ -58,3 +58,30 @@ def write_random_model_dir(path: str | Path, arch: str = "tiny", seed: int = 0) 
 def is_random_model_dir(path: str | Path) -> bool:
     """True when `path` was written by write_random_model_dir (its scores mean nothing)."""
     return (Path(path) / MARKER).exists()
+
+
+def demo_model_dir(cache: str | Path | None = None) -> Path:
+    """The random-weight model `emostream serve --demo` runs, written once into the user's cache.
+
+    `cache` defaults to $XDG_CACHE_HOME/emostream (~/.cache/emostream). The directory is written
+    under a temporary name and renamed, so an interrupted first run never leaves half a model.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    root = Path(cache) if cache else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emostream"
+    target = root / "demo-tiny-random"
+    if (target / MARKER).is_file() and (target / "model.pt").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=root))
+    try:
+        write_random_model_dir(tmp, "tiny", seed=0)
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "model.pt").is_file():  # not another process winning the race
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

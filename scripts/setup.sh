@@ -33,3 +33,5 @@ if [[ "${1:-}" == "--test" ]]; then
 else
     .venv/bin/python -m pip install -q -e .
 fi
+# What was installed, for scripts/serve.sh: it re-runs this only when these files change.
+cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1 > .venv/.emostream-installed

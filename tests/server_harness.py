@@ -52,8 +52,9 @@ class RunningServer:
                 self.process.kill()
 
 
-def start_server(model_dir: Path, tmp: Path, *extra: str, token: str | None = "s3cret") -> RunningServer:
-    """Start `python server.py` and wait until /healthz answers."""
+def start_server(model_dir: Path, tmp: Path, *extra: str, token: str | None = "s3cret",
+                 scheme: str = "http") -> RunningServer:
+    """Start `python server.py` and wait until /healthz answers (`scheme="https"` with --ssl-* options)."""
     port = free_port()
     recordings = tmp / "recordings"
     log = tmp / f"server-{port}.log"
@@ -69,7 +70,7 @@ def start_server(model_dir: Path, tmp: Path, *extra: str, token: str | None = "s
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{server.http}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1, verify=False).status_code == 200:
                 return server
         except httpx.HTTPError:
             time.sleep(0.3)

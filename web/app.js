@@ -1161,8 +1161,8 @@
   async function connectAll() {
     auth.showError(null);
     setConnection("connecting");
-    // The server's model is public knowledge (/healthz needs no token): warn about random weights early.
-    fetch("/healthz").then((r) => r.json()).then((b) => {
+    // /healthz names the model only to a caller with a credential: warn about random weights early.
+    fetch("/healthz", { headers: auth.headers() }).then((r) => r.json()).then((b) => {
       if (b.random_weights) { store.noteRandom(null, true, b.model_id); scheduleRender(); }
     }).catch(() => {});
     await refreshSessions();

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from models.architectures import ARCHITECTURES
 from models.errors import EmostreamError
 from models.labels import with_emoji
-from models.random_weights import write_random_model_dir
+from models.random_weights import demo_model_dir, write_random_model_dir
 from models.scoring import RANDOM_WEIGHTS_WARNING
 from stream.decision.fusion import DISGUST, FEAR, compute_centroids, cosine, kmeans_view
 from stream.decision.profiles import ProfileLibrary, estimate_bias, load_library, save_library
@@ -221,6 +221,11 @@ def cmd_serve(args) -> int:
     """Run the live server."""
     settings = settings_from_args(args, analyzer_config(args))
     settings.check()  # before the model loads: a bad option fails fast
+    if args.demo:
+        if args.model_dir or args.model:
+            raise EmostreamError("--demo runs its own random-weight model: leave out --model and --model-dir")
+        args.model_dir = str(demo_model_dir())
+        print(f"demo: serving the random-weight model in {args.model_dir}\n{RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     serve(settings, load_scorer_from_args(args))
     return 0
 
@@ -255,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("serve", help="run the live server (WebSocket, Twilio, HTTP API)")
+    p.add_argument("--demo", action="store_true",
+                   help="no weights needed: serve a tiny RANDOM-weight model (written once to ~/.cache/emostream) "
+                        "to see the server and dashboard work; its output is not emotion recognition")
     add_server_options(p)
     add_model_options(p)
     add_analysis_options(p)

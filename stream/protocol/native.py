@@ -32,6 +32,9 @@ SAMPLE_BYTES = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}  # bytes per sample 
 
 MAX_METADATA_BYTES = 8192  # `metadata` as compact UTF-8 JSON
 MAX_CONTEXT_CHARS = 2000
+MAX_METADATA_DEPTH = 16  # nesting of objects and arrays in `metadata` (deeper JSON breaks readers)
+SHOWN_CHARS = 80  # a client's value echoed in an error is cut to this many characters
+MAX_ERROR_CHARS = 500  # an error message never grows past this, whatever it echoes
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # 1-64 chars, no leading '.'
 
 START_FIELDS = (
@@ -70,6 +73,10 @@ ERROR_CODES: dict[str, str] = {
     "bad_audio": "audio samples that cannot be used (NaN or infinite floats)",
     "message_too_large": "a message over the server's --max-message-bytes",
     "session_in_use": "the `session_id` names a running or recorded session",
+    "server_full": "the server runs --max-sessions streams already; try again later",
+    "start_timeout": "no valid `start` arrived in time after the connection opened",
+    "too_many_messages": "too many messages before a valid `start`",
+    "recording_failed": "the server could not record the session (disk full?); the session ended",
     "session_too_long": "the session reached --max-session-seconds of audio",
     "unauthorized": "the token is missing or wrong",
     "overload": "the server cannot keep up with this session; try again later",
@@ -90,6 +97,10 @@ CLOSING_ERRORS: dict[str, int] = {
     "unauthorized": CLOSE_POLICY,
     "twilio_format": CLOSE_POLICY,  # a Twilio stream that cannot be analyzed is not retried
     "overload": CLOSE_TRY_AGAIN,
+    "server_full": CLOSE_TRY_AGAIN,
+    "start_timeout": CLOSE_POLICY,
+    "too_many_messages": CLOSE_POLICY,
+    "recording_failed": CLOSE_INTERNAL,
     "internal": CLOSE_INTERNAL,
 }
 
@@ -159,8 +170,14 @@ class StopMessage:
 ClientMessage = StartMessage | StopMessage
 
 
+def show(value) -> str:
+    """`repr(value)` cut to SHOWN_CHARS: errors may echo what was wrong, never all of it."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
 def _allowed(values) -> str:
-    return ", ".join(str(v) for v in values)
+    return ", ".join(show(v) if not isinstance(v, (int, str)) or len(str(v)) > 20 else str(v) for v in values)
 
 
 def _is_int(value) -> bool:
@@ -170,7 +187,7 @@ def _is_int(value) -> bool:
 def check_sample_rate(value) -> int:
     """A supported input rate in Hz."""
     if not _is_int(value):
-        raise ProtocolError("bad_start", f"sample_rate must be an integer (Hz), got {value!r}")
+        raise ProtocolError("bad_start", f"sample_rate must be an integer (Hz), got {show(value)}")
     if value not in INPUT_RATES:
         raise ProtocolError(
             "unsupported_rate", f"sample_rate must be one of {_allowed(INPUT_RATES)} Hz, got {value}"
@@ -181,10 +198,10 @@ def check_sample_rate(value) -> int:
 def check_encoding(value) -> str:
     """One of ENCODINGS."""
     if not isinstance(value, str):
-        raise ProtocolError("bad_start", f"encoding must be a string, got {value!r}")
+        raise ProtocolError("bad_start", f"encoding must be a string, got {show(value)}")
     if value not in ENCODINGS:
         raise ProtocolError(
-            "unsupported_encoding", f"encoding must be one of {_allowed(ENCODINGS)}, got {value!r}"
+            "unsupported_encoding", f"encoding must be one of {_allowed(ENCODINGS)}, got {show(value)}"
         )
     return value
 
@@ -192,7 +209,7 @@ def check_encoding(value) -> str:
 def check_channels(value, max_channels: int) -> int:
     """A channel count in 1..max_channels."""
     if not _is_int(value):
-        raise ProtocolError("bad_start", f"channels must be an integer, got {value!r}")
+        raise ProtocolError("bad_start", f"channels must be an integer, got {show(value)}")
     if not 1 <= value <= max_channels:
         raise ProtocolError(
             "unsupported_channels", f"channels must be between 1 and {max_channels}, got {value}"
@@ -208,7 +225,7 @@ def check_session_id(value) -> str | None:
         raise ProtocolError(
             "bad_start",
             "session_id must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-' and must not "
-            f"start with '.', got {value!r}",
+            f"start with '.', got {show(value)}",
         )
     return value
 
@@ -223,7 +240,30 @@ def check_context(value) -> str | None:
         raise ProtocolError(
             "bad_start", f"context must be at most {MAX_CONTEXT_CHARS} characters, got {len(value)}"
         )
+    if not _is_utf8(value):
+        raise ProtocolError("bad_start", "context must be valid Unicode text (it holds a lone surrogate)")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    """False for strings with lone surrogates (JSON allows `\\ud800`; UTF-8 files cannot hold it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def json_depth(value, limit: int) -> int:
+    """Nesting depth of a JSON value (0 for a scalar), counted without recursion up to `limit` + 1."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [item for item in level if isinstance(item, (dict, list))]
+        if not containers:
+            break
+        depth += 1
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
+    return depth
 
 
 def check_metadata(value) -> dict:
@@ -232,10 +272,15 @@ def check_metadata(value) -> dict:
         return {}
     if not isinstance(value, dict):
         raise ProtocolError("bad_start", f"metadata must be a JSON object, got {type(value).__name__}")
+    depth = json_depth(value, MAX_METADATA_DEPTH)
+    if depth > MAX_METADATA_DEPTH:
+        raise ProtocolError("bad_start", f"metadata may nest objects and arrays at most {MAX_METADATA_DEPTH} deep")
     try:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-    except (TypeError, ValueError) as exc:  # only reachable from Python callers
-        raise ProtocolError("bad_start", f"metadata must be JSON-serialisable: {exc}") from None
+        # allow_nan=False: 1e400 parses as infinity, which no JSON file can hold; encode: no lone surrogates
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError("bad_start", f"metadata must be plain JSON (finite numbers, valid Unicode): {show(str(exc))}") from None
     if size > MAX_METADATA_BYTES:
         raise ProtocolError(
             "bad_start", f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}"
@@ -347,7 +392,7 @@ def parse_client_text(text: str, max_channels: int = 2) -> ClientMessage:
             "binary_expected", "send audio as binary WebSocket messages of raw samples, not in JSON"
         )
     raise ProtocolError(
-        "unknown_type", f"type must be one of {_allowed(CLIENT_TYPES)}, got {kind!r}"
+        "unknown_type", f"type must be one of {_allowed(CLIENT_TYPES)}, got {show(kind)}"
     )
 
 
@@ -371,10 +416,10 @@ def decode_frames(data: bytes, encoding: str, channels: int) -> np.ndarray:
     """One binary message -> sample frames of shape (n_frames, channels), channels kept apart."""
     if encoding not in SAMPLE_BYTES:
         raise ProtocolError(
-            "unsupported_encoding", f"encoding must be one of {_allowed(ENCODINGS)}, got {encoding!r}"
+            "unsupported_encoding", f"encoding must be one of {_allowed(ENCODINGS)}, got {show(encoding)}"
         )
     if not _is_int(channels) or channels < 1:
-        raise ProtocolError("unsupported_channels", f"channels must be at least 1, got {channels!r}")
+        raise ProtocolError("unsupported_channels", f"channels must be at least 1, got {show(channels)}")
     frame = SAMPLE_BYTES[encoding] * channels
     if len(data) % frame:
         raise ProtocolError(
@@ -442,6 +487,11 @@ class ClientStream:
             self.state = State.STOPPED
         return message
 
+    def refuse_start(self) -> None:
+        """The server refused the accepted `start` (its id is in use...): wait for another one."""
+        if self.state is State.STREAMING:
+            self.start, self.state = None, State.AWAITING_START
+
     def receive_binary(self, data: bytes) -> np.ndarray:
         """A binary message: audio in the start's encoding -> mono samples, or (n, channels) frames when split."""
         self._check_open()
@@ -479,6 +529,8 @@ def ready(session_id: str, parameters: dict, parties: tuple[str, ...] = ()) -> d
 
 def error(code: str, message: str) -> dict:
     """A failure: the offending message was ignored (or, see `close_code`, the connection ends)."""
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
     return {"type": "error", "code": code, "message": message}
 
 
@@ -513,7 +565,9 @@ __all__ = [
     "ENCODINGS",
     "ERROR_CODES",
     "MAX_CONTEXT_CHARS",
+    "MAX_ERROR_CHARS",
     "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
     "PARTY_RE",
     "PROTOCOL_VERSION",
     "SAMPLE_BYTES",
@@ -541,10 +595,12 @@ __all__ = [
     "default_parties",
     "error",
     "event_message",
+    "json_depth",
     "loads_object",
     "overload",
     "parse_client_text",
     "parse_start",
     "ready",
+    "show",
     "summary",
 ]

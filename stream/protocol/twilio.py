@@ -36,6 +36,7 @@ from .native import (
     check_metadata,
     check_party_names,
     loads_object,
+    show,
 )
 
 TWILIO_ENCODING = "audio/x-mulaw"
@@ -46,6 +47,9 @@ TOKEN_PARAMETER = "token"  # the custom parameter that carries the access token
 TRACK_PARAMETER = "track"  # custom parameter: "inbound", "outbound" or "both" tracks analyzed
 BOTH = "both"
 DEFAULT_PARTIES = {"inbound": "caller", "outbound": "agent"}  # renamed by <Parameter name="inbound_party">
+MAX_IGNORED_KINDS = 16  # distinct unknown `event` names counted by name; the rest as OTHER_KINDS
+MAX_IGNORED_NAME = 40  # characters of an unknown name kept
+OTHER_KINDS = "(other)"
 
 
 def party_parameter(track: str) -> str:
@@ -115,7 +119,7 @@ def _field(obj: Mapping, name: str, kind: type, where: str):
     value = obj.get(name)
     if not isinstance(value, kind):
         raise ProtocolError(
-            "bad_message", f"Twilio {where} needs `{name}` as a {kind.__name__}, got {value!r}"
+            "bad_message", f"Twilio {where} needs `{name}` as a {kind.__name__}, got {show(value)}"
         )
     return value
 
@@ -127,7 +131,7 @@ def _counter(value, name: str, where: str) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     raise ProtocolError(
-        "bad_message", f"Twilio {where} `{name}` must be a non-negative integer, got {value!r}"
+        "bad_message", f"Twilio {where} `{name}` must be a non-negative integer, got {show(value)}"
     )
 
 
@@ -156,10 +160,10 @@ class TwilioStream:
         message = loads_object(text)
         if self.state is TwilioState.STOPPED:
             raise ProtocolError(
-                "twilio_sequence", f"Twilio sent {message.get('event')!r} after stop"
+                "twilio_sequence", f"Twilio sent {show(message.get('event'))} after stop"
             )
         kind = _field(message, "event", str, "message")
-        self._check_sequence(message, kind)
+        self._check_sequence(message, kind[:MAX_IGNORED_NAME])
         if kind == "connected":
             if self.state is not TwilioState.AWAITING_START:
                 raise ProtocolError("twilio_sequence", "Twilio sent connected after start")
@@ -167,16 +171,21 @@ class TwilioStream:
         if kind == "start":
             return [self._start(message)]
         if kind not in ("media", "dtmf", "mark", "stop"):
-            self.ignored[kind] += 1
+            # Counted for logs, but only so many names, each cut short: names are the sender's.
+            name = kind[:MAX_IGNORED_NAME]
+            if name in self.ignored or len(self.ignored) < MAX_IGNORED_KINDS:
+                self.ignored[name] += 1
+            else:
+                self.ignored[OTHER_KINDS] += 1
             return []
         if self.state is TwilioState.AWAITING_START:
-            raise ProtocolError("twilio_sequence", f"Twilio sent {kind} before start")
+            raise ProtocolError("twilio_sequence", f"Twilio sent {show(kind)} before start")
         sid = message.get("streamSid")
         if sid is not None and sid != self.started.stream_sid:
             raise ProtocolError(
                 "twilio_sequence",
-                f"Twilio {kind} is for stream {sid!r}, this connection streams "
-                f"{self.started.stream_sid!r}",
+                f"Twilio {kind} is for stream {show(sid)}, this connection streams "
+                f"{show(self.started.stream_sid)}",
             )
         if kind == "media":
             return self._media(message)
@@ -211,13 +220,13 @@ class TwilioStream:
             raise ProtocolError(
                 "twilio_format",
                 f"Twilio media must be {TWILIO_ENCODING} at {TWILIO_RATE} Hz, "
-                f"{TWILIO_CHANNELS} channel; got encoding {got[0]!r}, sampleRate {got[1]!r}, "
-                f"channels {got[2]!r}",
+                f"{TWILIO_CHANNELS} channel; got encoding {show(got[0])}, sampleRate {show(got[1])}, "
+                f"channels {show(got[2])}",
             )
         tracks = body.get("tracks", [self.track or "inbound"])
         if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
             raise ProtocolError(
-                "bad_message", f"Twilio start `tracks` must be a list of strings, got {tracks!r}"
+                "bad_message", f"Twilio start `tracks` must be a list of strings, got {show(tracks)}"
             )
         for track in tracks:
             if track not in TRACKS:
@@ -227,7 +236,7 @@ class TwilioStream:
         params = body.get("customParameters") or {}
         if not isinstance(params, dict):
             raise ProtocolError(
-                "bad_message", f"Twilio start `customParameters` must be an object, got {params!r}"
+                "bad_message", f"Twilio start `customParameters` must be an object, got {show(params)}"
             )
         analyzed = self._analyzed(tracks, params)
         parties = self._parties(analyzed, params)
@@ -236,7 +245,7 @@ class TwilioStream:
             raise ProtocolError("bad_message", "Twilio start has an empty streamSid")
         outer = message.get("streamSid")
         if outer is not None and outer != sid:
-            raise ProtocolError("bad_message", f"Twilio start names two streams: {outer!r} and {sid!r}")
+            raise ProtocolError("bad_message", f"Twilio start names two streams: {show(outer)} and {show(sid)}")
         params = dict(params)
         token = params.pop(TOKEN_PARAMETER, None)
         self.started = Started(

@@ -7,8 +7,10 @@ a thin I/O shell: protocol parsing lives in stream.protocol, analysis in the eng
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import shutil
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -22,15 +24,18 @@ from models.scoring import Scorer
 from stream.decision.fear_disgust import DecisionData
 from stream.protocol.native import ProtocolError, event_message, overload
 
-from . import http_api, live_ws
-from .auth import TokenGate
+from . import http_api, live_ws, predict
+from .audit import AccessLog
+from .auth import AccessGate
 from .metrics import ServerMetrics
 from .mqtt import MqttPublisher
 from .outbox import MonitorHub
 from .recording import SessionRecorder, list_sessions, repair
+from .retention import sweep_forever
 from .scheduler import BatchScheduler
-from .session import LiveSession, SessionHooks, SessionSpec
+from .session import LiveSession, RecordingFailed, SessionHooks, SessionSpec
 from .settings import ServerSettings
+from .web_guard import WebGuard
 
 log = logging.getLogger("emostream.server")
 WEB_ROOT = Path(__file__).resolve().parents[2] / "web"  # the dashboard's static files
@@ -49,11 +54,18 @@ class EmostreamServer:
         self.monitor = MonitorHub()
         self.scheduler: BatchScheduler | None = None  # made on the server's event loop (startup)
         self.mqtt: MqttPublisher | None = None
+        self.access_log = AccessLog(settings.recordings)
+        self.predicts_running = 0  # /api/predict analyses in progress
+        self._retention: asyncio.Task | None = None
 
     async def startup(self) -> None:
         """Create the scheduler on the server's event loop."""
-        self.settings.recordings.mkdir(parents=True, exist_ok=True)
+        self.settings.recordings.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.repair_interrupted()
+        if self.settings.retention is not None:  # sweeps at once, then periodically
+            self._retention = asyncio.get_running_loop().create_task(
+                sweep_forever(self.settings.recordings, self.settings.retention, lambda: list(self.sessions),
+                              self.access_log), name="retention")
         self.scheduler = BatchScheduler(
             self.scorer,
             max_batch=self.settings.max_batch,
@@ -63,7 +75,10 @@ class EmostreamServer:
         )
         self.scheduler.start()
         if self.settings.mqtt:
-            self.mqtt = MqttPublisher(self.settings.mqtt, prefix=self.settings.mqtt_prefix)
+            self.mqtt = MqttPublisher(
+                self.settings.mqtt, prefix=self.settings.mqtt_prefix, ca_file=self.settings.mqtt_ca_file,
+                username=self.settings.mqtt_username, password=self.settings.mqtt_password,
+            )
             await self.mqtt.start()
 
     def repair_interrupted(self) -> None:
@@ -75,6 +90,8 @@ class EmostreamServer:
 
     async def shutdown(self) -> None:
         """Stop the scheduler and close any recording still open."""
+        if self._retention is not None:
+            self._retention.cancel()
         for session in list(self.sessions.values()):
             session.close("server_shutdown")
         if self.scheduler is not None:
@@ -107,10 +124,11 @@ class EmostreamServer:
             "model_id": self.scorer.model_id,
             "random_weights": self.scorer.random_weights,
             "parameters": config.describe(),
+            "record": self.settings.record,
         }
         if spec.parties:
             info["parties"] = list(spec.parties)
-        recorder = SessionRecorder(self.settings.recordings, spec.session_id, spec.sample_rate, sample_format, info)
+        recorder = None if self.settings.record == "none" else self._recorder(spec, sample_format, info)
         metrics = self.metrics
 
         def publish(session, events, party):
@@ -144,6 +162,16 @@ class EmostreamServer:
         )
         return session
 
+    def _recorder(self, spec: SessionSpec, sample_format: str, info: dict) -> SessionRecorder:
+        """A new session's recorder; a disk that cannot take it is the client's `recording_failed`."""
+        try:
+            return SessionRecorder(self.settings.recordings, spec.session_id, spec.sample_rate, sample_format, info,
+                                   keep_audio=self.settings.record == "audio+events")
+        except OSError as exc:
+            # The folder was made by this call (its mkdir is atomic): leave no half-made session behind.
+            shutil.rmtree(self.settings.recordings / spec.session_id, ignore_errors=True)
+            raise RecordingFailed(f"cannot create the recording: {exc.strerror or exc}") from None
+
     def end_session(self, session: LiveSession, summary: dict) -> None:
         """Unregister a session and tell the monitors."""
         self.sessions.pop(session.spec.session_id, None)
@@ -165,7 +193,7 @@ class EmostreamServer:
         return uuid.uuid4().hex[:16]
 
 
-def create_app(settings: ServerSettings, scorer: Scorer) -> TokenGate:
+def create_app(settings: ServerSettings, scorer: Scorer) -> WebGuard:
     """The ASGI application (Starlette) around one loaded scorer."""
     server = EmostreamServer(settings, scorer)
 
@@ -182,9 +210,11 @@ def create_app(settings: ServerSettings, scorer: Scorer) -> TokenGate:
         Route("/metrics", http_api.metrics),
         Route("/api/sessions", http_api.sessions),
         Route("/api/sessions/{session_id}", http_api.session),
+        Route("/api/sessions/{session_id}", http_api.delete, methods=["DELETE"]),
+        Route("/openapi.json", http_api.openapi, include_in_schema=False),
         Route("/api/sessions/{session_id}/audio", http_api.session_audio),
         Route("/api/sessions/{session_id}/events", http_api.session_events),
-        Route("/api/predict", http_api.predict, methods=["POST"]),
+        Route("/api/predict", predict.predict, methods=["POST"]),
         WebSocketRoute("/ws/stream", live_ws.native_stream),
         WebSocketRoute("/ws/twilio", live_ws.twilio_stream),
         WebSocketRoute("/ws/monitor", live_ws.monitor),
@@ -193,7 +223,7 @@ def create_app(settings: ServerSettings, scorer: Scorer) -> TokenGate:
         routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True), name="web"))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.server = server
-    return TokenGate(app, settings.token)
+    return WebGuard(AccessGate(app, settings), settings)
 
 
 def serve(settings: ServerSettings, scorer: Scorer) -> None:
@@ -204,4 +234,6 @@ def serve(settings: ServerSettings, scorer: Scorer) -> None:
     uvicorn.run(
         create_app(settings, scorer), host=settings.host, port=settings.port, ws="websockets",
         ws_max_size=settings.max_message_bytes, log_level="warning",
+        ssl_certfile=settings.ssl_certfile and str(settings.ssl_certfile),
+        ssl_keyfile=settings.ssl_keyfile and str(settings.ssl_keyfile),
     )

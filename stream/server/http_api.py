@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.schemas import SchemaGenerator
 
-from models.errors import EmostreamError
-from stream.offline.analyze import GRANULARITIES, analyze_audio
-from stream.offline.audio_file import load, load_channels
-from stream.offline.split import analyze_channels
 from stream.protocol.native import PARTY_RE
 
+from .auth import access_of
 from .recording import audio_file, list_sessions, load_session, validate_session_id
+from .retention import SessionBusy, delete_session
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -23,8 +20,16 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness and what is loaded (no token needed)."""
+    """Liveness (no token needed); what is loaded and how busy, for a caller with any right.
+    ---
+    summary: Liveness; model and load details for callers with a credential
+    responses:
+      200:
+        description: '{"status": "ok"}, plus model_id, random_weights, sessions, queue_depth with a credential'
+    """
     server = request.app.state.server
+    if not access_of(request.scope).rights:
+        return JSONResponse({"status": "ok"})
     return JSONResponse(
         {
             "status": "ok",
@@ -37,7 +42,13 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition."""
+    """Prometheus exposition.
+    ---
+    summary: Prometheus metrics (watch right)
+    responses:
+      200:
+        description: text/plain exposition format
+    """
     server = request.app.state.server
     server.metrics.queue_depth.set(server.scheduler.depth)
     if server.mqtt is not None:
@@ -46,7 +57,13 @@ async def metrics(request: Request) -> Response:
 
 
 async def sessions(request: Request) -> JSONResponse:
-    """Live and recorded sessions, newest first."""
+    """Live and recorded sessions, newest first.
+    ---
+    summary: Live and recorded sessions, newest first (watch right)
+    responses:
+      200:
+        description: '{"sessions": [session.json of each, with "live": true/false]}'
+    """
     server = request.app.state.server
     live = set(server.sessions)
     items = list_sessions(server.settings.recordings)
@@ -56,7 +73,17 @@ async def sessions(request: Request) -> JSONResponse:
 
 
 async def session(request: Request) -> JSONResponse:
-    """One session's record (session.json plus counts)."""
+    """One session's record (session.json plus counts).
+    ---
+    summary: One session's record, with event count and audio size (watch right)
+    parameters:
+      - {name: session_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200:
+        description: session.json plus "events" (lines) and "audio_bytes"
+      404:
+        description: no such session
+    """
     server = request.app.state.server
     try:
         return JSONResponse(load_session(server.settings.recordings, request.path_params["session_id"]))
@@ -74,11 +101,26 @@ def _session_file(request: Request, name: str, media_type: str, download: str | 
     path = server.settings.recordings / sid / name
     if not path.is_file():
         return _error(404, "not_found", "no such session")
+    client = request.client.host if request.client else None
+    server.access_log.record("download", sid, access_of(request.scope).name, client, file=name)
     return FileResponse(path, media_type=media_type, filename=download and f"{sid}{download}")
 
 
 async def session_audio(request: Request) -> Response:
-    """The received audio of a session, as WAV; of a split session, the `?party=` one's."""
+    """The received audio of a session, as WAV; of a split session, the `?party=` one's.
+    ---
+    summary: A session's received audio as WAV (watch right; logged)
+    parameters:
+      - {name: session_id, in: path, required: true, schema: {type: string}}
+      - {name: party, in: query, required: false, schema: {type: string}, description: a split session's party}
+    responses:
+      200:
+        description: audio/wav
+      400:
+        description: a split session keeps one WAV per party; `party` is required
+      404:
+        description: no such session or party, or it was recorded without audio (--record events)
+    """
     party = request.query_params.get("party")
     if party is None:
         try:
@@ -94,74 +136,65 @@ async def session_audio(request: Request) -> Response:
 
 
 async def session_events(request: Request) -> Response:
-    """A session's recorded events (events.jsonl, one JSON object per line)."""
+    """A session's recorded events (events.jsonl, one JSON object per line).
+    ---
+    summary: A session's events as JSON lines (watch right; logged)
+    parameters:
+      - {name: session_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200:
+        description: application/x-ndjson, one event per line (docs/events.md)
+      404:
+        description: no such session
+    """
     return _session_file(request, "events.jsonl", "application/x-ndjson")
 
 
-def _flag(value) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "on")
-
-
-async def predict(request: Request) -> JSONResponse:
-    """Analyze an uploaded file (`file`) or `audio_path` below --audio-root, like `emostream analyze`."""
+async def delete(request: Request) -> JSONResponse:
+    """Delete a recorded session (never a live one), logged with who asked.
+    ---
+    summary: Delete a recorded session (admin right; logged)
+    parameters:
+      - {name: session_id, in: path, required: true, schema: {type: string}}
+    responses:
+      200:
+        description: '{"deleted": session_id}'
+      404:
+        description: no such session
+      409:
+        description: the session is live
+    """
     server = request.app.state.server
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            form = await request.json()
-        except ValueError:
-            return _error(400, "bad_json", "the body is not valid JSON")
-        upload = None
-    else:
-        form = await request.form()
-        upload = form.get("file")
-    granularity = form.get("granularity", "utterance")
-    if granularity not in GRANULARITIES:
-        return _error(400, "bad_request", f"granularity must be one of {', '.join(GRANULARITIES)}")
-    context, embedding = form.get("context"), _flag(form.get("extract_embedding", False))
-    split, parties = _flag(form.get("split_channels", False)), form.get("parties")
-    if isinstance(parties, str):  # a form field: comma-separated; JSON may send a list
-        parties = [name.strip() for name in parties.split(",")]
-    if parties and not split:
-        return _error(400, "bad_parties", "parties name the channels of split_channels: add split_channels=true")
-    with tempfile.TemporaryDirectory() as tmp:
-        if upload is not None and hasattr(upload, "read"):
-            path = Path(tmp) / Path(upload.filename or "upload").name
-            path.write_bytes(await upload.read())
-            source = upload.filename or "upload"
-        elif form.get("audio_path"):
-            root = server.settings.audio_root
-            if root is None:
-                return _error(403, "forbidden", "audio_path is disabled: the server has no --audio-root")
-            path = (root / form["audio_path"]).resolve()
-            if not path.is_relative_to(root.resolve()):
-                return _error(403, "forbidden", "audio_path must lie inside the server's --audio-root")
-            source = form["audio_path"]
-        else:
-            return _error(400, "bad_request", "send a `file` upload or an `audio_path`")
-        config = server.template
-        try:
-            if split:
-                return await _predict_split(server, path, source, parties, granularity, context, embedding)
-            audio = await asyncio.to_thread(load, path)
-            result = await asyncio.to_thread(
-                analyze_audio, server.scorer, audio, source, granularity, context, config, None, server.data
-            )
-        except EmostreamError as exc:
-            return _error(422, exc.code, str(exc))
-    body = result.to_json(config.describe())
-    if embedding:
-        body["embedding"] = result.embedding.round(6).tolist()
-    return JSONResponse(body)
+    sid = request.path_params["session_id"]
+    client = request.client.host if request.client else None
+    try:
+        gone = await asyncio.to_thread(
+            delete_session, server.settings.recordings, sid, server.access_log, access_of(request.scope).name,
+            client, set(server.sessions),
+        )
+    except ValueError:
+        return _error(404, "not_found", "no such session")
+    except SessionBusy:
+        return _error(409, "session_live", "the session is live: it can be deleted once it has ended")
+    if not gone:
+        return _error(404, "not_found", "no such session")
+    return JSONResponse({"deleted": sid})
 
 
-async def _predict_split(server, path: Path, source: str, parties, granularity: str, context, embedding: bool) -> JSONResponse:
-    """`/api/predict` with split_channels: each channel analyzed as its own party, like `analyze --split-channels`."""
-    channels = await asyncio.to_thread(load_channels, path)
-    split = await asyncio.to_thread(
-        analyze_channels, server.scorer, channels, source, parties, granularity, context, server.template, None, server.data
-    )
-    body = split.to_json(server.template.describe())
-    if embedding:
-        for p in split.parties:
-            body["parties"][p.party]["embedding"] = p.result.embedding.round(6).tolist()
-    return JSONResponse(body)
+async def openapi(request: Request) -> JSONResponse:
+    """The OpenAPI description of these HTTP routes (the WebSockets: docs/protocol.md).
+    ---
+    summary: This description (OpenAPI 3)
+    responses:
+      200:
+        description: the OpenAPI document as JSON
+    """
+    return JSONResponse(SCHEMAS.get_schema(routes=request.app.routes))
+
+
+SCHEMAS = SchemaGenerator({
+    "openapi": "3.0.0",
+    "info": {"title": "emostream live server", "version": "1",
+             "description": "HTTP API of `emostream serve`. Send `Authorization: Bearer <credential>`; "
+                            "the right each route needs is in its summary (README, Access). WebSockets: docs/protocol.md."},
+})

@@ -21,10 +21,11 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import threading
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -55,22 +56,23 @@ def qos_for(message: dict) -> int:
 
 @dataclass(frozen=True)
 class BrokerAddress:
-    """A parsed `mqtt://[user[:password]@]host[:port]` URL."""
+    """A parsed `mqtt[s]://[user[:password]@]host[:port]` URL."""
 
     host: str
     port: int
     username: str | None = None
     password: str | None = None
+    tls: bool = False  # mqtts://: TLS, the broker's certificate checked against the CA file or system CAs
 
     def __str__(self) -> str:  # never shows the password
         user = f"{self.username}@" if self.username else ""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"mqtt://{user}{host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}"
 
 
 def parse_url(url: str) -> BrokerAddress:
     """Validate an MQTT URL; ConfigError says what is wrong."""
-    hint = "expected mqtt://host:port, e.g. mqtt://127.0.0.1:1883"
+    hint = "expected mqtt://host:port or mqtts://host:port, e.g. mqtt://127.0.0.1:1883"
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"MQTT URL is empty; {hint}")
     try:
@@ -78,10 +80,8 @@ def parse_url(url: str) -> BrokerAddress:
         port = parts.port
     except ValueError as exc:
         raise ConfigError(f"bad MQTT URL {url!r}: {exc}; {hint}") from None
-    if parts.scheme == "mqtts":
-        raise ConfigError(f"bad MQTT URL {url!r}: TLS (mqtts://) is not supported; {hint}")
-    if parts.scheme != "mqtt":
-        raise ConfigError(f"bad MQTT URL {url!r}: the scheme must be mqtt://; {hint}")
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"bad MQTT URL {url!r}: the scheme must be mqtt:// or mqtts://; {hint}")
     if not parts.hostname:
         raise ConfigError(f"bad MQTT URL {url!r}: no host; {hint}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
@@ -91,7 +91,8 @@ def parse_url(url: str) -> BrokerAddress:
         raise ConfigError(f"bad MQTT URL {url!r}: port 0; {hint}")
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
-    return BrokerAddress(parts.hostname, port or 1883, username, password)
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), username, password, tls)
 
 
 def check_prefix(prefix: str) -> str:
@@ -125,8 +126,21 @@ class MqttPublisher:
     """
 
     def __init__(self, url: str, prefix: str = "emostream", max_buffer: int = 100_000,
-                 flush_timeout: float = 2.0, client_id: str | None = None):
-        self.address = parse_url(url)
+                 flush_timeout: float = 2.0, client_id: str | None = None, ca_file: str | None = None,
+                 username: str | None = None, password: str | None = None):
+        """Publish to the broker at `url`; `ca_file` verifies an mqtts:// broker; `username`/`password`
+        replace the URL's."""
+        address = parse_url(url)
+        if username is not None or password is not None:
+            address = replace(address, username=username or address.username,
+                              password=password if password is not None else address.password)
+        self.address = address
+        self.tls_context = None
+        if address.tls:
+            try:
+                self.tls_context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot read the MQTT CA file {ca_file}: {exc}") from None
         self.prefix = check_prefix(prefix)
         if not isinstance(max_buffer, int) or max_buffer < 1:
             raise ConfigError(f"MQTT max_buffer must be a positive integer, got {max_buffer!r}")
@@ -256,6 +270,7 @@ class MqttPublisher:
                 client = aiomqtt.Client(
                     self.address.host, self.address.port, username=self.address.username,
                     password=self.address.password, identifier=self.client_id, clean_session=True,
+                    tls_context=self.tls_context,
                     keepalive=KEEPALIVE, timeout=5.0, logger=log,
                 )
                 async with client:

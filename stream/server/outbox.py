@@ -7,31 +7,61 @@ import contextlib
 import json
 
 
-class Outbox:
-    """One writer task per socket keeps messages in order without blocking the analyzer."""
+CLOSE_TOO_SLOW = 1013  # "try again later": the dashboard reconnects and starts from a fresh sessions list
 
-    def __init__(self, websocket, limit: int = 10_000):
+
+class Outbox:
+    """One writer task per socket keeps messages in order without blocking the analyzer.
+
+    What waits to be sent is bounded in bytes as well as in messages: a client that stops reading
+    is closed (1013) rather than left open and silent, so a dashboard notices and reconnects.
+    """
+
+    def __init__(self, websocket, limit: int = 10_000, max_bytes: int = 4 << 20):
         self.ws = websocket
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=limit)
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
         self.task = asyncio.get_running_loop().create_task(self._write())
         self.broken = False
+        self._closer: asyncio.Task | None = None
 
     def put(self, message: dict) -> None:
-        """Queue a JSON message; a client too slow to read `limit` messages is marked broken."""
+        """Queue a JSON message; a client too slow to read `limit` messages or `max_bytes` is closed."""
         if self.broken:
             return
+        text = json.dumps(message, ensure_ascii=False)
+        size = len(text.encode("utf-8"))
+        if self.queued_bytes + size > self.max_bytes:
+            self._too_slow()
+            return
         try:
-            self.queue.put_nowait(message)
+            self.queue.put_nowait(text)
         except asyncio.QueueFull:
-            self.broken = True
+            self._too_slow()
+            return
+        self.queued_bytes += size
+
+    def _too_slow(self) -> None:
+        self.broken = True
+        self.task.cancel()  # it may be stuck sending to a client that does not read
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queued_bytes = 0
+        self._closer = asyncio.get_running_loop().create_task(self._close())
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=CLOSE_TOO_SLOW, reason="too slow: messages were not read")
 
     async def _write(self) -> None:
         while True:
-            message = await self.queue.get()
-            if message is None:
+            text = await self.queue.get()
+            if text is None:
                 return
+            self.queued_bytes -= len(text.encode("utf-8"))
             try:
-                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+                await self.ws.send_text(text)
             except Exception:  # the client went away; the session still finishes and records
                 self.broken = True
                 return
@@ -41,8 +71,11 @@ class Outbox:
         if not self.broken:
             with contextlib.suppress(asyncio.QueueFull):
                 self.queue.put_nowait(None)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(BaseException):
             await asyncio.wait_for(self.task, timeout=30)
+        if self._closer is not None:
+            with contextlib.suppress(BaseException):
+                await self._closer
 
 
 class MonitorHub:

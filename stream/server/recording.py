@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import AudioError, ConfigError
-from stream.protocol.native import SESSION_ID_RE
+from stream.protocol.native import MAX_METADATA_DEPTH, SESSION_ID_RE, json_depth
 
 AUDIO_FILE = "audio.wav"
 PARTIES_KEY = "parties"  # session.json: the party names of a split session, one WAV each
@@ -30,7 +30,7 @@ _TMP_SUFFIX = ".tmp"
 RESERVED_KEYS = frozenset(
     {
         "session_id", "status", "started_at", "sample_rate", "sample_format", "ended_at",
-        "duration_seconds", "summary", "error", "events", "audio_bytes",
+        "duration_seconds", "summary", "error", "events", "audio_bytes", "audio_kept",
     }
 )
 _MAX_DATA_BYTES = 0xFFFFFFFF - 64  # RIFF sizes are 32-bit; the header must fit as well
@@ -119,14 +119,15 @@ def audio_files(meta: Mapping) -> list[str]:
 
 
 class _Track:
-    """One WAV being written: its file and how many samples it holds."""
+    """One WAV being written (or, with `path` None for `--record events`, only counted): its samples."""
 
-    def __init__(self, path: Path, header: bytes):
+    def __init__(self, path: Path | None, header: bytes):
         # Held open for the session's life, so no `with`; "xb": never write over another's file.
-        self.file = open(path, "xb")  # noqa: SIM115
+        self.file = open(path, "xb", opener=_private) if path is not None else None  # noqa: SIM115
         try:
-            self.file.write(header)
-            self.file.flush()
+            if self.file is not None:
+                self.file.write(header)
+                self.file.flush()
         except BaseException:
             self.file.close()
             raise
@@ -149,6 +150,11 @@ def _json_bytes(data: Mapping, **kwargs) -> bytes:
     return json.dumps(data, ensure_ascii=False, allow_nan=False, **kwargs).encode("utf-8")
 
 
+def _private(path, flags):
+    """`open` opener: files only their owner may read (recordings are calls' audio)."""
+    return os.open(path, flags, 0o600)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -160,12 +166,25 @@ def _fsync_dir(path: Path) -> None:
 def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
     """Replace `path` with `data` so readers see the old or the new file, never a mix."""
     tmp = path.with_name(path.name + _TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
+    try:
+        with open(tmp, "wb", opener=_private) as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        if not path.exists():
+            raise
+        # A full disk has no room for a second copy; the file's own blocks, freed by the
+        # truncation, hold the new one (the same size give or take a line). Not atomic, but a
+        # "live" status that never changes is worse: it leaks the session's state.
+        with open(path, "r+b") as f:
+            f.truncate(0)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-    os.replace(tmp, path)
     if fsync:
         _fsync_dir(path.parent)  # the rename itself must reach the disk too
 
@@ -174,9 +193,14 @@ def _read_session_json(path: Path) -> dict | None:
     """session.json's contents, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    # Sessions recorded before metadata depth was bounded: keep them listable (JSON encoders recurse).
+    if json_depth(data.get("metadata"), MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        data["metadata"] = {"dropped": f"metadata nested deeper than {MAX_METADATA_DEPTH} levels"}
+    return data
 
 
 class SessionRecorder:
@@ -191,8 +215,12 @@ class SessionRecorder:
         info: Mapping[str, object],
         flush_seconds: float = 1.0,
         fsync: bool = False,
+        keep_audio: bool = True,
     ):
-        """Create `<root>/<session_id>/` with session.json ("live"), an empty WAV and events log."""
+        """Create `<root>/<session_id>/` with session.json ("live"), an empty WAV and events log.
+
+        `keep_audio=False` (`--record events`) writes no audio.wav: samples are only counted.
+        """
         validate_session_id(session_id)
         if sample_format not in SAMPLE_FORMATS:
             raise ValueError(
@@ -218,6 +246,7 @@ class SessionRecorder:
             "started_at": _now_iso(),
             "sample_rate": sample_rate,
             "sample_format": sample_format,
+            "audio_kept": keep_audio,
             **info,
         }
         meta_bytes = _json_bytes(self._meta, indent=2)  # fails on bad info before any file exists
@@ -225,9 +254,9 @@ class SessionRecorder:
         self._closed = False
         self._failed: OSError | None = None  # a write that failed (disk full...) stops recording
 
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        self.dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            self.dir.mkdir()  # atomic: of two recorders racing for one id, exactly one wins
+            self.dir.mkdir(mode=0o700)  # atomic: of two recorders racing for one id, exactly one wins
         except FileExistsError:
             raise ConfigError(
                 f"session id {session_id!r} is already used in {self.dir.parent} "
@@ -241,11 +270,13 @@ class SessionRecorder:
         self._tracks: dict[str | None, _Track] = {}
         try:
             for party in parties:
-                self._tracks[party] = _Track(self.dir / audio_file(party), self.layout.header(sample_rate, 0))
-            self._events = open(self.dir / EVENTS_FILE, "xb")  # noqa: SIM115
+                path = self.dir / audio_file(party) if keep_audio else None
+                self._tracks[party] = _Track(path, self.layout.header(sample_rate, 0))
+            self._events = open(self.dir / EVENTS_FILE, "xb", opener=_private)  # noqa: SIM115
         except BaseException:
             for track in self._tracks.values():
-                track.file.close()
+                if track.file is not None:
+                    track.file.close()
             raise
         if fsync:
             self._sync()
@@ -285,6 +316,9 @@ class SessionRecorder:
                 f"recording {self.session_id!r} is full: a WAV file holds at most 4 GiB "
                 f"({self.seconds_written:.0f} s recorded)"
             )
+        if track.file is None:  # events only: the audio is analyzed, never kept
+            track.samples += a.size
+            return
         try:
             track.file.write(a.astype(self.layout.dtype, copy=False).tobytes())
             track.samples += a.size
@@ -330,11 +364,14 @@ class SessionRecorder:
         }
         # Serialise first: a summary that is not JSON raises here and leaves the recorder open.
         meta_bytes = _json_bytes(meta, indent=2)
-        self._closed = True
         try:
             self._checkpoint()
-        finally:
-            self._release()
+        except OSError as exc:  # the disk filled up since the last write: close as a failed recording
+            self._fail(exc)
+            self._close_failed(summary)
+            return
+        self._closed = True
+        self._release()
         _write_atomic(self.dir / SESSION_FILE, meta_bytes, self.fsync)
         self._meta = meta
 
@@ -358,10 +395,18 @@ class SessionRecorder:
     def _close_failed(self, summary: Mapping[str, object] | None) -> None:
         """Close after a failed write: repair what reached the disk, then keep the summary."""
         self._closed = True
-        repair(self.dir)  # status becomes "interrupted": the recording is known to be cut short
-        meta = _read_session_json(self.dir / SESSION_FILE) or {}
+        try:
+            repair(self.dir)  # status becomes "interrupted": the recording is known to be cut short
+        except (OSError, ValueError):
+            pass  # still no room: the next server start repairs it (the status says "live")
+        meta = _read_session_json(self.dir / SESSION_FILE) or dict(self._meta)
         meta.update(summary=dict(summary or {}), error=str(self._failed))
-        _write_atomic(self.dir / SESSION_FILE, _json_bytes(meta, indent=2), self.fsync)
+        if meta.get("status") == "live":
+            meta.update(status="interrupted", ended_at=_now_iso(), duration_seconds=self.seconds_written)
+        try:
+            _write_atomic(self.dir / SESSION_FILE, _json_bytes(meta, indent=2), self.fsync)
+        except OSError:
+            pass  # as above: a restart's repair marks it
         self._meta = meta
 
     def _checkpoint(self) -> None:
@@ -369,6 +414,8 @@ class SessionRecorder:
         # Data first, header second: a kill between the two leaves a header that claims less
         # than the file holds, which is still a valid WAV.
         for track in self._tracks.values():
+            if track.file is None:
+                continue
             track.file.flush()
             track.file.seek(0)
             track.file.write(self.layout.header(self.sample_rate, track.samples))
@@ -379,9 +426,6 @@ class SessionRecorder:
         if self.fsync:
             self._sync()
 
-    def _files(self) -> list:
-        return [track.file for track in self._tracks.values()] + [self._events]
-
     def _sync(self) -> None:
         for f in self._files():
             os.fsync(f.fileno())
@@ -389,6 +433,10 @@ class SessionRecorder:
     def _release(self) -> None:
         for f in self._files():
             f.close()
+
+    def _files(self) -> list:
+        tracks = [track.file for track in self._tracks.values() if track.file is not None]
+        return tracks + [self._events]
 
 
 @dataclass(frozen=True)
@@ -429,10 +477,13 @@ def repair(session_dir: str | Path) -> RepairReport:
     # The last write to any file is the best record of when the session died.
     mtimes = [p.stat().st_mtime for p in (*audios, events, meta_path) if p.exists()]
 
-    repaired = [_repair_wav(audio, layout, rate) for audio in audios]
-    samples = max(r[0] for r in repaired)
-    header_fixed = any(r[1] for r in repaired)
-    dropped = sum(r[2] for r in repaired)
+    if meta.get("audio_kept", True):
+        repaired = [_repair_wav(audio, layout, rate) for audio in audios]
+        samples = max(r[0] for r in repaired)
+        header_fixed = any(r[1] for r in repaired)
+        dropped = sum(r[2] for r in repaired)
+    else:  # --record events: no audio file; the duration is what the last checkpoint said
+        samples, header_fixed, dropped = round(float(meta.get("duration_seconds") or 0) * rate), False, 0
     events_dropped, terminated = _repair_events(events)
 
     tmp = meta_path.with_name(meta_path.name + _TMP_SUFFIX)

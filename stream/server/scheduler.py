@@ -20,6 +20,9 @@ from models.scoring import Scorer
 from stream.engine.jobs import EvidenceJob, ModelJob
 
 
+LIVE, BACKGROUND = 0, 1  # submit priorities: live streams first; file analyses (/api/predict) when idle
+
+
 class Overloaded(EmostreamError):
     """Analysis cannot keep up: the model's queue is full, or a session's backlog passed its limit."""
 
@@ -53,6 +56,7 @@ class BatchScheduler:
         self.max_pending = max_pending
         self._on_batch = on_batch
         self._queue: list[tuple[ModelJob, asyncio.Future]] = []
+        self._background: list[tuple[ModelJob, asyncio.Future]] = []  # run only when no live job waits
         self._wakeup = asyncio.Event()
         self._capacity_listeners: set[Callable[[], None]] = set()
         self._task: asyncio.Task | None = None
@@ -85,17 +89,26 @@ class BatchScheduler:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        for _, future in self._queue:
+        for _, future in self._queue + self._background:
             if not future.done():
                 future.set_exception(Overloaded("server shutting down"))
         self._queue.clear()
+        self._background.clear()
         self._measurer.shutdown(wait=False, cancel_futures=True)
 
-    def submit(self, job: ModelJob) -> asyncio.Future:
-        """Queue a job; its future resolves to the model's FrameOutput. Raises Overloaded when full."""
+    def submit(self, job: ModelJob, priority: int = LIVE) -> asyncio.Future:
+        """Queue a job; its future resolves to the model's FrameOutput. Raises Overloaded when full.
+
+        BACKGROUND jobs wait while any LIVE job does and never count toward `saturated`; their
+        submitters bound them (each /api/predict waits for one job at a time).
+        """
+        future = asyncio.get_running_loop().create_future()
+        if priority == BACKGROUND:
+            self._background.append((job, future))
+            self._wakeup.set()
+            return future
         if self.saturated:
             raise Overloaded(f"model queue full ({self.max_pending} chunks waiting)")
-        future = asyncio.get_running_loop().create_future()
         self._queue.append((job, future))
         self._wakeup.set()
         return future
@@ -110,12 +123,12 @@ class BatchScheduler:
 
     async def _loop(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queue and not self._background:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             # Wait briefly for more streams' jobs unless the batch is already full.
             deadline = time.monotonic() + self.max_wait
-            while len(self._queue) < self.max_batch and time.monotonic() < deadline:
+            while self._queue and len(self._queue) < self.max_batch and time.monotonic() < deadline:
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), deadline - time.monotonic())
@@ -132,6 +145,8 @@ class BatchScheduler:
         A forward pass pads every item to the longest: a 0.3–0.8 s focus crop batched with 3 s
         chunks would cost a whole chunk, so crops only ride with crops.
         """
+        if not self._queue:  # nothing live waits: one background job (they may be long)
+            return [self._background.pop(0)]
         kind = type(self._queue[0][0])
         batch, rest = [], []
         for item in self._queue:

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from models.errors import EmostreamError
 from models.frames import SAMPLE_RATE
 from models.scoring import Scorer
 from stream.decision.fusion import Centroids
@@ -26,6 +27,12 @@ from stream.engine.jobs import EvidenceJob, ModelJob
 
 from .parties import PartyStream, split_frames
 from .scheduler import BatchScheduler, Overloaded
+
+
+class RecordingFailed(EmostreamError):
+    """The session's recording could not be written (a full disk...): the session must end."""
+
+    code = "recording_failed"
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,11 @@ class LiveSession:
         for name, column in columns.items():
             self._party[name].push(column, now)  # validates before anything is recorded
             if self.recorder is not None:
-                self.recorder.write_audio(column, name)
+                try:
+                    self.recorder.write_audio(column, name)
+                except (OSError, ValueError) as exc:
+                    self._fail(RecordingFailed(f"the recording stopped: {exc}"))
+                    raise self._failed from None
         self._dispatch()
 
     async def finish(self) -> dict:
@@ -226,11 +237,14 @@ class LiveSession:
             events = party.take_events()
             for event in events:
                 self.counts[event.type] += 1
-                if self.recorder is not None:
+                if self.recorder is not None and not isinstance(self._failed, RecordingFailed):
                     body = to_dict(event)
                     if party.name is not None:
                         body = {"type": body.pop("type"), "party": party.name, **body}
-                    self.recorder.write_event(body)
+                    try:
+                        self.recorder.write_event(body)
+                    except (OSError, ValueError) as exc:  # the events still reach the live feed
+                        self._fail(RecordingFailed(f"the recording stopped: {exc}"))
             taken.append((party, events))
         return taken
 

@@ -14,6 +14,7 @@ from models.errors import ConfigError
 from stream.engine.config import AnalyzerConfig
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+RECORD_MODES = ("audio+events", "events", "none")  # what a live session keeps on disk
 
 
 def option(default, help: str, group: str = "server", kind: type | None = None):
@@ -33,6 +34,32 @@ class ServerSettings:
     mqtt: str | None = option(None, "publish every event to mqtt://host:port", kind=str)
     mqtt_prefix: str = option("emostream", "MQTT topic prefix")
     allow_public: bool = option(False, "allow a non-loopback --host without a token (another layer protects it)")
+    # Least privilege (README "Access"): each right has its own credential; --token has them all.
+    stream_token: str | None = option(None, "credential that may only send audio (/ws/stream, /ws/twilio, /api/predict)",
+                                      "access", str)
+    watch_token: str | None = option(None, "credential that may only watch (dashboard feed, sessions, recordings, metrics)",
+                                     "access", str)
+    admin_token: str | None = option(None, "credential that may watch and delete sessions", "access", str)
+    twilio_auth_token: str | None = option(None, "Twilio auth token: accept /ws/twilio with a valid X-Twilio-Signature",
+                                           "access", str)
+    public_url: str | None = option(None, "base URL Twilio calls (wss://host), to check X-Twilio-Signature behind a proxy",
+                                    "access", str)
+    allowed_hosts: str | None = option(None, "comma-separated Host names answered (default: loopback names; any for a "
+                                       "non-loopback --host)", "access", str)
+    allowed_origins: str | None = option(None, "comma-separated extra browser origins (https://host:port) allowed besides "
+                                         "the server's own", "access", str)
+    ssl_certfile: Path | None = option(None, "serve HTTPS/WSS with this certificate (PEM; uvicorn's --ssl-certfile)",
+                                       "access", Path)
+    ssl_keyfile: Path | None = option(None, "private key of --ssl-certfile (PEM)", "access", Path)
+    # Privacy (README "Privacy"): what is kept and for how long.
+    record: str = option("audio+events", "what a live session keeps: audio+events, events (no audio) or none", "privacy")
+    retention_days: float | None = option(None, "delete recordings older than this many days (on start and hourly)",
+                                          "privacy", float)
+    retention_hours: float | None = option(None, "the same in hours (instead of --retention-days)", "privacy", float)
+    mqtt_ca_file: Path | None = option(None, "CA certificate(s) that sign the mqtts:// broker's certificate", kind=Path)
+    mqtt_username: str | None = option(None, "MQTT user name (instead of the URL's)", kind=str)
+    mqtt_password: str | None = option(None, "MQTT password (instead of the URL's; keeps it out of process lists)",
+                                       kind=str)
     max_sessions: int = option(64, "concurrent streams", "limits")
     max_message_bytes: int = option(1 << 20, "largest WebSocket message", "limits")
     max_session_seconds: float = option(4 * 3600.0, "longest stream, seconds of audio", "limits")
@@ -40,6 +67,11 @@ class ServerSettings:
     max_wait_ms: float = option(10.0, "wait this long for a fuller batch", "limits")
     max_pending: int = option(64, "chunks queued for the model before streams are told 'overload'", "limits")
     max_backlog_seconds: float = option(30.0, "a session's unscored audio before it is closed (1013)", "limits")
+    start_timeout: float = option(10.0, "seconds a stream socket may stay open without a valid start", "limits")
+    max_queue_bytes: int = option(4 << 20, "bytes waiting to be sent to one socket before it is closed (1013)", "limits")
+    max_upload_bytes: int = option(100 << 20, "largest /api/predict request body (413)", "limits")
+    max_predict_seconds: float = option(900.0, "longest audio /api/predict analyzes (413)", "limits")
+    max_predicts: int = option(2, "concurrent /api/predict analyses (429 beyond)", "limits")
     # From the analysis options every command shares (not server options of their own):
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)  # template; sample_rate set per session
     profiles: Path | None = None  # domain-profile library YAML (default: the shipped, neutral one)
@@ -47,14 +79,42 @@ class ServerSettings:
 
     def check(self) -> None:
         """Refuse unsafe or impossible settings with a message naming the option."""
-        if not self.token and not self.allow_public and not is_loopback(self.host):
+        if not self.protected and not self.allow_public and not is_loopback(self.host):
             raise ConfigError(
                 f"refusing to serve on {self.host} without a token: set --token (or EMOSTREAM_TOKEN), "
                 "or pass --allow-public if another layer protects the server"
             )
-        for name in ("max_sessions", "max_message_bytes", "max_batch", "max_pending"):
+        for name in ("max_sessions", "max_message_bytes", "max_batch", "max_pending", "max_queue_bytes",
+                     "max_upload_bytes", "max_predicts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("start_timeout", "max_predict_seconds"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.record not in RECORD_MODES:
+            raise ConfigError(f"--record must be one of {', '.join(RECORD_MODES)}, got {self.record!r}")
+        if self.retention_days is not None and self.retention_hours is not None:
+            raise ConfigError("give --retention-days or --retention-hours, not both")
+        if self.retention is not None and not self.retention > 0:
+            raise ConfigError("--retention-days / --retention-hours must be positive")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
+        if self.mqtt_ca_file is not None and not (self.mqtt or "").startswith("mqtts://"):
+            raise ConfigError("--mqtt-ca-file needs an mqtts:// --mqtt URL")
+
+    @property
+    def retention(self) -> float | None:
+        """How long recordings are kept, in seconds (None: forever)."""
+        if self.retention_days is not None:
+            return self.retention_days * 86400.0
+        if self.retention_hours is not None:
+            return self.retention_hours * 3600.0
+        return None
+
+    @property
+    def protected(self) -> bool:
+        """True when some credential is configured (else every route is open, as on a loopback dev box)."""
+        return any((self.token, self.stream_token, self.watch_token, self.admin_token))
 
 
 def is_loopback(host: str) -> bool:

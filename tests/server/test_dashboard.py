@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,9 @@ def browser(speech_wav):
 
 @pytest.fixture()
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # Playwright's string predicates (wait_for_function) need eval, which the dashboard's CSP forbids;
+    # test_dashboard_runs_under_its_content_security_policy checks the page itself under the CSP.
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -208,3 +211,24 @@ def test_without_token_data_requests_fail_visibly(page, server):
     page.get_by_role("button", name="Connect").click()
     page.wait_for_function("window.emostreamState.connection === 'open'", timeout=15_000)
     assert not error.is_visible()
+
+
+def test_dashboard_runs_under_its_content_security_policy(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(f"{server.http}/#token={TOKEN}")
+        deadline = time.monotonic() + 15
+        state = None
+        while time.monotonic() < deadline:  # page.evaluate runs through DevTools, outside the page's CSP
+            state = page.evaluate("window.emostreamState && window.emostreamState.connection")
+            if state == "open":
+                break
+            time.sleep(0.2)
+        assert state == "open" and not violations and not errors, (state, violations, errors)
+    finally:
+        context.close()

@@ -219,7 +219,7 @@ def test_url_prefix_and_qos_rules():
     assert parse_url("mqtt://127.0.0.1:1884").port == 1884 and parse_url("mqtt://broker").port == 1883
     a = parse_url("mqtt://user:p%40ss@broker.local:1999")
     assert (a.username, a.password, a.host) == ("user", "p@ss", "broker.local") and "p@ss" not in str(a)
-    for bad in ("", "broker:1883", "http://h:1883", "mqtts://h:8883", "mqtt://", "mqtt://h:99999", "mqtt://h:x",
+    for bad in ("", "broker:1883", "http://h:1883", "mqtt://", "mqtt://h:99999", "mqtt://h:x",
                 "mqtt://h:1883/topic", "mqtt://h:0"):
         with pytest.raises(ConfigError):
             MqttPublisher(bad)

@@ -301,7 +301,7 @@ def test_predict_upload_and_audio_path(server, speech_silence_speech, tiny_model
     bad = httpx.post(f"{server.http}/api/predict", headers=server.headers, json={"audio_path": "../recordings/x"})
     assert bad.status_code == 403
     junk = httpx.post(f"{server.http}/api/predict", headers=server.headers, files={"file": ("x.mp3", b"junk" * 100)})
-    assert junk.status_code == 422 and junk.json()["code"] == "bad_audio"
+    assert junk.status_code == 422 and junk.json()["code"] == "unsupported_format"
 
 
 def test_public_bind_without_token_refuses_to_start(tiny_model_dir, tmp_path):
