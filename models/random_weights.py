@@ -58,3 +58,11 @@ def write_random_model_dir(path: str | Path, arch: str = "tiny", seed: int = 0) 
 def is_random_model_dir(path: str | Path) -> bool:
     """True when `path` was written by write_random_model_dir (its scores mean nothing)."""
     return (Path(path) / MARKER).exists()
+
+
+def planted_kind(path: str | Path) -> str | None:
+    """The planted head's kind when `path` was written by models.planted (random encoder, planted head)."""
+    marker = Path(path) / MARKER
+    if not marker.exists():
+        return None
+    return json.loads(marker.read_text()).get("planted")

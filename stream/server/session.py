@@ -71,7 +71,7 @@ class LiveSession:
         """
         self.spec = spec
         self.core = StreamCore(
-            config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids
+            config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids, planted=scorer.planted
         )
         self.scheduler = scheduler
         self.recorder = recorder
