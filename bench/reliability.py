@@ -181,9 +181,10 @@ def r1_soak(model_dir: Path, args, work: Path) -> None:
             sent = r["sent"] // 2
             recorded = wav_frames(server.recordings / f"soak-{k}" / "audio.wav")
             ratios.append((sent, recorded))
+        why = [f"{results[k]['code']} {results[k]['reason']}".strip() for k in dropped]
         say(f"R1 soak: {args.soak_streams} streams x {args.soak_minutes:g} min real-time audio "
-            f"({wall / 60:.1f} min wall): sessions dropped {len(dropped)}/{args.soak_streams}"
-            f"{' ' + str(dropped) if dropped else ''}, overload messages {overloads}")
+            f"({wall / 60:.1f} min wall, load average {os.getloadavg()[1]:.1f}): sessions dropped "
+            f"{len(dropped)}/{args.soak_streams}{' ' + str(why) if dropped else ''}, overload messages {overloads}")
         same = all(s == r for s, r in ratios)
         say(f"R1 soak: recorded/sent samples per session: "
             f"{'all equal' if same else 'DIFFER'} ({', '.join(f'{r}/{s}' for s, r in ratios)})")
@@ -613,10 +614,12 @@ def main(argv=None) -> int:
     p.add_argument("--outage-seconds", type=float, default=30.0)
     p.add_argument("--threads", type=int, default=None, help="server torch threads")
     p.add_argument("--seed", type=int, default=None, help="seed of R3's random kill moment (default: random)")
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="a model made by `emostream make-model --planted fear-disgust` (default: made once in --cache)")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "emostream-bench")
     args = p.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
-    model_dir = planted_model(args.cache)
+    model_dir = args.model_dir or planted_model(args.cache)
     say(f"# bench.reliability {time.strftime('%Y-%m-%d %H:%M')} · tiny model with PLANTED fear/disgust head "
         f"(not emotion recognition) · {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="emostream-reliability-") as tmp:
