@@ -17,5 +17,5 @@ def test_short_soak_and_crash_figures(planted_model_dir, capsys):
     assert any(re.search(r"server RSS start \d+ MiB, end \d+ MiB", line) for line in figures), out
     lost = next(line for line in figures if "audio lost per session" in line)
     # Audio is flushed every second: a crash loses at most about that much.
-    assert all(float(x) <= 1.1 for x in re.findall(r"([\d.]+) s(?:,|$| \()", lost.split("sessions")[1])), lost
+    assert all(float(x) <= 1.1 for x in re.findall(r"([\d.]+) s(?:,|$| \()", lost.split("per session")[1])), lost
     assert any("torn event lines before repair" in line and "2/2 sessions readable" in line for line in figures), out
