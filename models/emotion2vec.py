@@ -17,13 +17,16 @@ from .scoring import FrameOutput, softmax
 class Emotion2vecScorer:
     """Runs a funasr-built emotion2vec+ model on batches of 16 kHz waveforms (a `Scorer`)."""
 
-    def __init__(self, auto_model, model_id: str, random_weights: bool, dtype: str = "float32"):
+    def __init__(
+        self, auto_model, model_id: str, random_weights: bool, dtype: str = "float32", planted: str | None = None
+    ):
         """Wrap a loaded `funasr.AutoModel` (use models.loader.load_scorer to build one)."""
         self.auto_model = auto_model
         self._lock = threading.Lock()
         self.model = auto_model.model
         self.model_id = model_id
         self.random_weights = random_weights
+        self.planted = planted
         self.device = next(self.model.parameters()).device
         # Lower precision is opt-in: float32 is what funasr runs and what the scores are checked against.
         self.dtype = getattr(torch, dtype)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .architectures import HUBS, SIZES, hub_id
 from .errors import ConfigError, ModelUnavailable
-from .random_weights import is_random_model_dir
+from .random_weights import is_random_model_dir, planted_kind
 from .scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,9 @@ def load_scorer(opts: ModelOptions) -> Scorer:
         raise ModelUnavailable(f"funasr could not load {path}: {exc}") from exc
     torch.set_num_threads(threads)
     random = is_random_model_dir(path)
-    if random:
+    planted = planted_kind(path) if random else None
+    if planted:
+        log.warning("model %s has PLANTED weights (%s): its scores are not emotion recognition", path, planted)
+    elif random:
         log.warning("model %s has RANDOM weights: its scores are not emotion recognition", path)
-    return Emotion2vecScorer(auto, model_id=model_id, random_weights=random, dtype=opts.dtype)
+    return Emotion2vecScorer(auto, model_id=model_id, random_weights=random, dtype=opts.dtype, planted=planted)

@@ -85,3 +85,11 @@ def demo_model_dir(cache: str | Path | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def planted_kind(path: str | Path) -> str | None:
+    """The planted head's kind when `path` was written by models.planted (random encoder, planted head)."""
+    marker = Path(path) / MARKER
+    if not marker.exists():
+        return None
+    return json.loads(marker.read_text()).get("planted")

@@ -12,6 +12,17 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: these scores are not emotion recognition (test/benchmark model)"
+PLANTED_WEIGHTS_WARNING = (
+    "PLANTED WEIGHTS: fearful and disgusted follow a planted rule (the speech's spectral brightness) "
+    "to exercise the alerts; these scores are not emotion recognition (test/demo model)"
+)
+
+
+def weights_warning(random_weights: bool, planted: str | None = None) -> str | None:
+    """The warning every result of a model with random or planted weights carries (None: real weights)."""
+    if planted:
+        return PLANTED_WEIGHTS_WARNING
+    return RANDOM_WEIGHTS_WARNING if random_weights else None
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class Scorer(Protocol):
     labels: tuple[str, ...]  # the label of each logit column
     model_id: str  # hub id or directory the weights came from
     random_weights: bool  # True: the scores mean nothing (test/benchmark model)
+    planted: str | None  # a planted head's kind (e.g. "fear-disgust"; random_weights is then True too)
     embed_dim: int  # D of FrameOutput.features
 
     def score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:

@@ -56,3 +56,30 @@ def two_voices(speech, speech_silence_speech):
     from party_helpers import two_voices as make
 
     return make(speech, speech_silence_speech)
+
+
+@pytest.fixture(scope="session")
+def planted_model_dir(tmp_path_factory):
+    """The tiny architecture with its head PLANTED for fear/disgust alerts, made by the user's command."""
+    from stream.cli.main import main
+
+    path = tmp_path_factory.mktemp("model") / "planted"
+    assert main(["make-model", str(path), "--arch", "tiny", "--planted", "fear-disgust"]) == 0
+    return path
+
+
+@pytest.fixture(scope="session")
+def planted_scorer(planted_model_dir):
+    """The planted model loaded exactly as users load a local model directory."""
+    from models.loader import ModelOptions, load_scorer
+
+    return load_scorer(ModelOptions(model_dir=str(planted_model_dir), device="cpu", threads=2))
+
+
+@pytest.fixture(scope="session")
+def alert_speech(tmp_path_factory):
+    """Two sentences (~10 s) on which the planted model raises flagged transitions, reviews and a dual report."""
+    d = tmp_path_factory.mktemp("alert_speech")
+    a = espeak("That smell in the kitchen is absolutely revolting to me.", d / "a.wav", voice="en+m3", pitch=50)
+    b = espeak("Please call me back as soon as you can, it is really important.", d / "b.wav", voice="en+f3", pitch=60)
+    return compose([0.8, a, 1.2, b, 0.8])

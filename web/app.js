@@ -177,18 +177,20 @@
       if (meta.context !== undefined) s.context = meta.context;
       for (const party of partyNames(meta.parties)) laneOf(s, party);
       if (meta.model_id) s.modelId = meta.model_id;
-      if (meta.random_weights !== undefined) this.noteRandom(s, meta.random_weights, meta.model_id);
+      if (meta.random_weights !== undefined) this.noteRandom(s, meta.random_weights, meta.model_id, meta.planted);
       if (meta.summary && Object.keys(meta.summary).length) s.summary = meta.summary;
       if (typeof meta.live === "boolean") s.live = meta.live;
       if (meta.status) s.status = meta.status;
       if (s.live) s.status = "live";
     },
 
-    noteRandom(s, value, modelId) {
+    noteRandom(s, value, modelId, planted) {
       if (s) s.randomWeights = !!value;
       if (value) {
         this.randomWeights = true;
         if (modelId) this.modelId = modelId;
+        // A planted head raises alerts on purpose: say so, so nobody reads them as recognition.
+        if (planted) this.planted = planted;
       }
     },
 
@@ -207,7 +209,7 @@
       switch (ev.type) {
         case "info":
           s.modelId = ev.model_id;
-          this.noteRandom(s, ev.random_weights, ev.model_id);
+          this.noteRandom(s, ev.random_weights, ev.model_id, ev.planted);
           if (ev.parameters && ev.parameters.hop_seconds) s.hop = lane.hop = ev.parameters.hop_seconds;
           break;
         case "window":
@@ -870,8 +872,10 @@
   function renderBanners() {
     const banner = $('[data-testid="random-weights-banner"]');
     banner.hidden = !store.randomWeights;
-    $("#random-weights-detail").textContent = store.modelId
-      ? ` — model “${store.modelId}” has random weights; use it only to test the system.` : "";
+    $("#random-weights-detail").textContent = store.planted
+      ? ` — model “${store.modelId}” has PLANTED weights (${store.planted}): its alerts follow a planted rule, ` +
+        "not emotion; use it only to test the system."
+      : store.modelId ? ` — model “${store.modelId}” has random weights; use it only to test the system.` : "";
   }
 
   function renderSessionList() {

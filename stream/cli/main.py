@@ -16,8 +16,9 @@ from tqdm import tqdm
 from models.architectures import ARCHITECTURES
 from models.errors import EmostreamError
 from models.labels import with_emoji
+from models.planted import PLANTED_KINDS, write_planted_model_dir
 from models.random_weights import demo_model_dir, write_random_model_dir
-from models.scoring import RANDOM_WEIGHTS_WARNING
+from models.scoring import RANDOM_WEIGHTS_WARNING, weights_warning
 from stream.decision.fusion import DISGUST, FEAR, compute_centroids, cosine, kmeans_view
 from stream.decision.profiles import ProfileLibrary, estimate_bias, load_library, save_library
 from stream.offline.analyze import GRANULARITIES, analyze_audio, output_dir, write_outputs
@@ -73,7 +74,7 @@ def cmd_analyze(args) -> int:
                 print(f"error: {path}: {exc}", file=sys.stderr)
                 failures += 1
                 continue
-            note = " [random weights: not emotion recognition]" if result.random_weights else ""
+            note = f" [{'planted' if result.planted else 'random'} weights: not emotion recognition]" if result.random_weights else ""
             withheld = f" [{result.decision.withheld}]" if result.decision.withheld else ""
             bar.write(
                 f"{path}: {with_emoji(result.emotion)} {result.confidence:.1%}{withheld} "
@@ -211,7 +212,12 @@ def cmd_embeddings_plot(args) -> int:
 
 
 def cmd_make_model(args) -> int:
-    """Write a random-weight model directory (for tests, demos, benchmarks)."""
+    """Write a random-weight (or planted-head) model directory (for tests, demos, benchmarks)."""
+    if args.planted:
+        path = write_planted_model_dir(args.dir, args.arch, args.planted, args.seed)
+        print(f"wrote {args.arch} model with PLANTED weights ({args.planted}) to {path}\n"
+              f"{weights_warning(True, args.planted)}")  # fmt: skip
+        return 0
     path = write_random_model_dir(args.dir, args.arch, args.seed)
     print(f"wrote {args.arch} model with random weights to {path}\n{RANDOM_WEIGHTS_WARNING}")
     return 0
@@ -310,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.add_argument("--arch", choices=tuple(ARCHITECTURES), default="tiny")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--planted", choices=PLANTED_KINDS, default=None,
+        help="keep the random encoder but plant the head so real speech raises fear/disgust alerts "
+        "(fitted on espeak-ng speech; to test alerts, never emotion recognition)",
+    )
     p.set_defaults(func=cmd_make_model)
     return parser
 

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from models.frames import FRAME_STRIDE, SAMPLE_RATE
-from models.scoring import RANDOM_WEIGHTS_WARNING, FrameOutput, Scorer, softmax
+from models.scoring import FrameOutput, Scorer, softmax, weights_warning
 from stream.decision.checks import conclude, focus_of, plan_checks
 from stream.decision.fear_disgust import Evidence, Focus
 from stream.decision.fusion import Centroids
@@ -65,6 +65,7 @@ class StreamCore:
         random_weights: bool,
         profile: Profile | None = None,
         centroids: Centroids | None = None,
+        planted: str | None = None,
     ):
         """Start a stream; the first event is an `info` describing model and parameters.
 
@@ -88,9 +89,10 @@ class StreamCore:
                 random_weights=random_weights,
                 labels=self.labels,
                 parameters=config.describe(),
-                warning=RANDOM_WEIGHTS_WARNING if random_weights else None,
+                warning=weights_warning(random_weights, planted),
                 profile=self.profile.describe(),
                 centroids=centroids.describe() if centroids is not None else None,
+                planted=planted,
             )
         ]
         self._n_segments = 0
@@ -354,7 +356,8 @@ class StreamAnalyzer:
         self.scorer = scorer
         self.max_batch = max_batch
         self.core = StreamCore(
-            config or AnalyzerConfig(), scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids
+            config or AnalyzerConfig(), scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids,
+            planted=scorer.planted,
         )
 
     def feed(self, samples: np.ndarray) -> list[Event]:

@@ -29,6 +29,7 @@ class Info:
     warning: str | None = None  # set when the weights are random: the scores mean nothing
     profile: Mapping[str, object] | None = None  # the domain profile applied: name, context, logit bias
     centroids: Mapping[str, object] | None = None  # metadata of the loaded fear/disgust centres, if any
+    planted: str | None = None  # a planted head's kind ("fear-disgust"): scores follow a planted rule, not emotion
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 
 from models.frames import FRAME_STRIDE, LOOKAHEAD, SAMPLE_RATE, n_frames
 from models.labels import EMOJI
-from models.scoring import RANDOM_WEIGHTS_WARNING, FrameOutput, Scorer, softmax
+from models.scoring import FrameOutput, Scorer, softmax, weights_warning
 from stream.decision.checks import conclude, plan_checks, run_checks
 from stream.decision.config import DecisionConfig
 from stream.decision.fear_disgust import Decision, DecisionData
@@ -50,6 +50,7 @@ class AnalysisResult:
     review: Review | None = None  # the whole input needs a human (fear/disgust too close)
     events: list[Event] = field(default_factory=list)  # the streaming engine's events
     timestamp: str = ""
+    planted: str | None = None  # a planted head's kind: the scores follow a planted rule, not emotion
 
     @property
     def emotion(self) -> str:
@@ -84,7 +85,9 @@ class AnalysisResult:
             "review": to_dict(self.review) if self.review is not None else None,
         }
         if self.random_weights:
-            body["warning"] = RANDOM_WEIGHTS_WARNING
+            body["warning"] = weights_warning(self.random_weights, self.planted)
+        if self.planted:
+            body["planted"] = self.planted
         if self.granularity == "frame":
             body["parameters"] = parameters
             body["windows"] = [to_dict(e) for e in self.of_type("window")]
@@ -167,6 +170,7 @@ def analyze_audio(
         review=review,
         events=events,
         timestamp=datetime.now().astimezone().isoformat(timespec="seconds"),
+        planted=scorer.planted,
     )
 
 

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from models.scoring import RANDOM_WEIGHTS_WARNING  # noqa: E402
+from models.scoring import weights_warning  # noqa: E402
 from stream.decision.rules import DualEmotion, Review  # noqa: E402
 from stream.engine.events import Segment, Transition, Window  # noqa: E402
 
@@ -74,7 +74,7 @@ def _draw(ax, result, title: str) -> None:
     ax.set_xlabel("time (s)")
     ax.set_ylabel("window score (0.4 s)")
     if result.random_weights:
-        title += f"\n{RANDOM_WEIGHTS_WARNING}"
+        title += f"\n{weights_warning(result.random_weights, result.planted)}"
     ax.set_title(title, fontsize=9, color="red" if result.random_weights else "black")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     if not windows:

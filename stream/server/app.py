@@ -123,6 +123,7 @@ class EmostreamServer:
             "metadata": spec.metadata,
             "model_id": self.scorer.model_id,
             "random_weights": self.scorer.random_weights,
+            "planted": self.scorer.planted,
             "parameters": config.describe(),
             "record": self.settings.record,
         }
@@ -230,7 +231,8 @@ def serve(settings: ServerSettings, scorer: Scorer) -> None:
     """Run the server with uvicorn (its `websockets` implementation) until interrupted."""
     settings.check()
     if scorer.random_weights:
-        log.warning("serving a RANDOM-WEIGHT model: its scores are not emotion recognition")
+        log.warning("serving a %s model: its scores are not emotion recognition",
+                    "PLANTED-WEIGHT" if scorer.planted else "RANDOM-WEIGHT")
     uvicorn.run(
         create_app(settings, scorer), host=settings.host, port=settings.port, ws="websockets",
         ws_max_size=settings.max_message_bytes, log_level="warning",

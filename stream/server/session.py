@@ -80,7 +80,13 @@ class LiveSession:
         """
         self.spec = spec
         self.parties = [
-            PartyStream(name, StreamCore(config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids))
+            PartyStream(
+                name,
+                StreamCore(
+                    config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids,
+                    planted=scorer.planted,
+                ),
+            )
             for name in (spec.parties or (None,))
         ]
         self._party = {p.name: p for p in self.parties}
