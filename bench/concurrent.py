@@ -132,11 +132,10 @@ class Server:
         return None
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU seconds of the server process (all its threads)."""
+        """User + system CPU seconds of the server process (all its threads) and its live children
+        (the decision layer's measuring processes)."""
         try:
-            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / _clock_ticks()
+            return sum(_process_cpu_seconds(pid) for pid in _process_tree(self.proc.pid))
         except (OSError, ValueError, IndexError):
             return None
 
@@ -167,6 +166,38 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants now alive (from /proc/PID/task/TID/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process; 0 when it has just exited (a child's time then
+    moves to its parent's cutime, which this does not read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _clock_ticks()
+
+
+def model_cpu_threads(args) -> int:
+    """CPU threads a forward pass keeps busy: torch's intra-op threads on the CPU, one launching
+    thread on a GPU."""
+    if str(args.device).startswith("cuda"):
+        return 1
+    return args.threads or os.cpu_count() or 1
 
 
 def metric_delta(before: dict, after: dict, name: str) -> float:
@@ -399,6 +430,13 @@ def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm
         "rss_per_stream": (peak_rss - idle_rss) / n if peak_rss is not None and idle_rss else None,
         "rss_per_stream_vs_warm": (peak_rss - warm_rss) / n if peak_rss is not None and warm_rss else None,
         "server_cpu_cores": server_cpu / wall if server_cpu is not None else None,
+        # The pipeline (event loop, VAD, windows, decision layer, recording) without the model:
+        # server CPU minus forward seconds x the threads a forward keeps busy, per stream-second.
+        "model_cpu_threads": model_cpu_threads(args),
+        "pipeline_cpu_ms_per_stream_second": (
+            1000 * (server_cpu - model_seconds * model_cpu_threads(args)) / (n * args.seconds)
+            if server_cpu is not None else None
+        ),
         "client_cpu_cores": (own1 - own0) / wall,
         "foreign_load_cores": foreign,
         "events": {k: sum(c["events"].get(k, 0) for c in clients) for k in sorted({k for c in clients for k in c["events"]})},
@@ -462,6 +500,7 @@ def bench_arch(arch: str, args, audio: np.ndarray, cache_dir: Path) -> dict:
     try:
         health = server.wait_ready()
         out["load_seconds"] = time.monotonic() - t_load
+        out["dtype"] = health.get("precision", args.dtype)  # what --dtype auto resolved to
         if not health.get("random_weights"):
             raise RuntimeError(f"{path} is not a random-weight model directory")
         time.sleep(1.0)
@@ -536,7 +575,7 @@ def _div(x, d):
 def table(res: dict) -> str:
     mib = 2**20
     head = ["N", "real time", "windows", "p50 s", "p95 s", "max s", "p95 1st→3rd third s", "overload",
-            "summaries", "mean batch", "model busy", "server CPU", "client CPU", "peak RSS MiB", "MiB per stream (load / warm)",
+            "summaries", "mean batch", "model busy", "server CPU", "pipeline CPU ms per stream-s", "client CPU", "peak RSS MiB", "MiB per stream (load / warm)",
             "drain s", "send lag ms", "other load"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in res["runs"]:
@@ -553,6 +592,7 @@ def table(res: dict) -> str:
             _fmt(r["mean_batch"], ".2f"),
             f"{_fmt(_div(r['model_busy'], 0.01), '.0f')} %",
             _fmt(r["server_cpu_cores"], ".2f"),
+            _fmt(r.get("pipeline_cpu_ms_per_stream_second"), ".1f"),
             _fmt(r["client_cpu_cores"], ".2f"),
             _fmt(_div(r["peak_rss"], mib), ".0f"),
             f"{_fmt(_div(r['rss_per_stream'], mib), '.0f')} / {_fmt(_div(r['rss_per_stream_vs_warm'], mib), '.0f')}",
@@ -567,7 +607,8 @@ def table(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.concurrent", description=__doc__.split("\n\n")[0])
     ap.add_argument("--archs", nargs="+", default=["base", "large"], choices=["tiny", "base", "large"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="passed to the server")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"],
+                    help="passed to the server (the report shows the precision it resolved to)")
     ap.add_argument("--device", default="cpu", help="passed to the server (cpu | cuda[:N] | auto)")
     ap.add_argument("--threads", type=int, default=None, help="server's torch threads (default: the server's own, all cores)")
     ap.add_argument("--max-batch", type=int, default=None, help="passed to the server (its default: 8)")
@@ -647,7 +688,8 @@ def main(argv=None) -> int:
           f"{args.retries} time(s) and counts as real time if one attempt passes; failures while other processes "
           f"used over {args.max_foreign:g} cores are repeated without counting")
     print("server defaults unless passed: --max-batch 8 --max-wait-ms 10 --max-pending 64; "
-          "model busy = forward-pass seconds / wall seconds; server/client/other CPU in cores; MiB per stream = (peak RSS during the run - idle RSS "
+          "model busy = forward-pass seconds / wall seconds; server/client/other CPU in cores (server: with its child "
+          "processes); pipeline CPU = (server CPU - forward seconds x model threads) per stream-second; MiB per stream = (peak RSS during the run - idle RSS "
           "after model load, or after the warm-up stream) / N")
     if args.server_option:
         print(f"extra server options: {' '.join(args.server_option)}")

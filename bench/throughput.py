@@ -451,7 +451,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--chunk-seconds", type=float, nargs="+", default=[2.0], help="engine chunk length(s)")
     p.add_argument("--context-seconds", type=float, nargs="+", default=[1.0], help="engine left context(s), paired with --chunk-seconds")
-    p.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "bfloat16", "float16", "int8"],
                    help="engine precisions (default: float32, plus bfloat16 where the CPU has it natively); "
                    "the naive side always runs float32 as funasr does by default")
     p.add_argument("--feed-seconds", type=float, default=0.1, help="piece size of the live feed")

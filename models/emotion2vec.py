@@ -13,6 +13,8 @@ from .frames import CONV_LAYERS, n_frames
 from .labels import is_unused, token_to_label
 from .scoring import FrameOutput, softmax
 
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+
 
 class Emotion2vecScorer:
     """Runs a funasr-built emotion2vec+ model on batches of 16 kHz waveforms (a `Scorer`)."""
@@ -25,8 +27,13 @@ class Emotion2vecScorer:
         self.model_id = model_id
         self.random_weights = random_weights
         self.device = next(self.model.parameters()).device
-        # Lower precision is opt-in: float32 is what funasr runs and what the scores are checked against.
-        self.dtype = getattr(torch, dtype)
+        # What the forward computes in (loader.resolve_dtype picks it): float32 is funasr's own
+        # arithmetic, the one the scores are checked against; int8 keeps float32 activations.
+        if dtype not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
+        precision = dtype
+        self.precision = precision
+        self.dtype = torch.float32 if precision == "int8" else getattr(torch, precision)
         tokens = list(auto_model.kwargs["tokenizer"].token_list)
         # funasr masks 'unuse_*' tokens out of the softmax; dropping their logits is equivalent.
         self._used = [i for i, t in enumerate(tokens) if not is_unused(t)]
@@ -38,7 +45,21 @@ class Emotion2vecScorer:
             raise ValueError(f"unsupported feature extractor {spec}; expected {CONV_LAYERS}")
         # Per-item batching relies on frame-local normalisation in the conv stack.
         self._batchable = encoder.modality_cfg.extractor_mode == "layer_norm"
-        self.model.to(self.dtype)
+        self._cuda = self.device.type == "cuda"
+        # Attention through one fused SDPA kernel (CUDA; tests turn it on for the CPU to check it).
+        self.fused_attention = self._cuda
+        # ALiBi biases per (frames, dtype), scaled per layer: built once per chunk length.
+        self._biases: dict[tuple[int, torch.dtype], tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        if precision == "int8":
+            # Dynamic quantization: int8 weights, activations quantized per batch; the rest stays float32.
+            self.model.float()
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        else:
+            self.model.to(self.dtype)
+        if self._cuda:
+            # fp32 on CUDA means fp32: TF32 matmuls would move scores by ~1e-3 (issue 10).
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
 
     def score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:
         """Score several 16 kHz mono float waveforms (any lengths) in one padded forward pass."""
@@ -56,23 +77,55 @@ class Emotion2vecScorer:
         frames = [n_frames(n) for n in lengths]
         if min(frames) == 0:
             raise ValueError(f"each waveform needs at least 400 samples, got {min(lengths)}")
-        batch = torch.zeros(len(waveforms), max(lengths), device=self.device)
-        for i, w in enumerate(waveforms):
-            x = torch.as_tensor(np.asarray(w, dtype=np.float32), device=self.device)
-            # funasr normalises each input over its whole length before the encoder.
-            batch[i, : len(w)] = F.layer_norm(x, x.shape) if self.model.cfg.normalize else x
-        batch = batch.to(self.dtype)
+        batch = self._batch(waveforms, lengths)
         valid = torch.arange(max(frames), device=self.device)[None, :] < torch.tensor(
             frames, device=self.device
         )[:, None]
         features = self._encode(batch, valid)
         logits = self.model.proj(features)[..., self._used]
+        if self._cuda:
+            return self._copy_back(features, logits, frames)
         features = features.float().cpu().numpy()
         logits = logits.float().cpu().numpy()
         return [
             FrameOutput(logits=logits[i, : frames[i]], features=features[i, : frames[i]])
             for i in range(len(waveforms))
         ]
+
+    def _batch(self, waveforms: Sequence[np.ndarray], lengths: list[int]) -> torch.Tensor:
+        """The zero-padded (B, samples) input in the compute dtype, each row normalised as funasr does."""
+        if self._cuda:
+            # One pinned host buffer and one non-blocking copy instead of B small synchronous ones.
+            host = torch.zeros(len(waveforms), max(lengths), pin_memory=True)
+            for i, w in enumerate(waveforms):
+                host[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+            batch = host.to(self.device, non_blocking=True)
+            if self.model.cfg.normalize:
+                for i, n in enumerate(lengths):  # funasr normalises over each input's own length
+                    batch[i, :n] = F.layer_norm(batch[i, :n], (n,))
+            return batch.to(self.dtype)
+        batch = torch.zeros(len(waveforms), max(lengths), device=self.device)
+        for i, w in enumerate(waveforms):
+            x = torch.as_tensor(np.asarray(w, dtype=np.float32), device=self.device)
+            # funasr normalises each input over its whole length before the encoder.
+            batch[i, : len(w)] = F.layer_norm(x, x.shape) if self.model.cfg.normalize else x
+        return batch.to(self.dtype)
+
+    @staticmethod
+    def _copy_back(features: torch.Tensor, logits: torch.Tensor, frames: list[int]) -> list[FrameOutput]:
+        """GPU results to numpy: only each item's real frames, in one pinned non-blocking transfer."""
+        k = logits.shape[-1]
+        both = torch.cat([logits, features], dim=-1).float()
+        rows = torch.cat([both[i, :n] for i, n in enumerate(frames)])
+        host = torch.empty(rows.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(rows, non_blocking=True)
+        torch.cuda.current_stream(rows.device).synchronize()
+        out, at, start = [], host.numpy(), 0
+        for n in frames:
+            part = at[start : start + n].copy()  # own memory: the pinned block goes back to torch's cache
+            start += n
+            out.append(FrameOutput(logits=part[:, :k], features=part[:, k:]))
+        return out
 
     def _encode(self, wav: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The data2vec 2.0 encoder forward of funasr's Emotion2vec, with padding handled.
@@ -86,32 +139,55 @@ class Emotion2vecScorer:
         x = x + self._positions(enc, x, valid)
         batch, steps = valid.shape
         cfg = enc.modality_cfg
-        bias = enc.get_alibi_bias(
-            batch_size=batch,
-            time_steps=steps,
-            heads=cfg.num_alibi_heads,
-            dtype=torch.float32,
-            device=x.device,
-        )
-        scale = enc.alibi_scale.clamp_min(0)
-        if scale.size(0) == 1:
-            bias = bias * scale.squeeze(0).type_as(bias)
-            scale = None
         extra = cfg.num_extra_tokens
         if enc.extra_tokens is not None:
             x = torch.cat([enc.extra_tokens.expand(batch, -1, -1).type_as(x), x], dim=1)
         padding = F.pad(~valid, (extra, 0))
-        bias = F.pad(bias, (extra, 0, extra, 0))
+        bias, layer_biases = self._alibi(enc, steps)
+        scale = enc.alibi_scale.clamp_min(0)
+        scale = scale if scale.size(0) > 1 else None
         x = enc.context_encoder(x, padding, bias, scale[: cfg.prenet_depth] if scale is not None else None)
-        rest = scale[cfg.prenet_depth :] if scale is not None and scale.size(0) > 1 else scale
-        for i, block in enumerate(model.blocks):
-            ab = bias
-            if rest is not None:
-                ab = ab * (rest[i] if rest.size(0) > 1 else rest.squeeze(0)).type_as(ab)
-            x, _ = block(x, padding_mask=padding, alibi_bias=ab)
+        for block, ab in zip(model.blocks, layer_biases):
+            if self.fused_attention and not block.attn.cosine_attention:
+                x = _block_sdpa(block, x, padding, ab)
+            else:
+                x, _ = block(x, padding_mask=padding, alibi_bias=ab)
         if model.norm is not None:
             x = model.norm(x)
         return x[:, extra:]
+
+    def _alibi(self, enc, steps: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The ALiBi bias for `steps` frames (extra tokens padded in) and each block's scaled copy.
+
+        Built once per length and cached; shaped (1, heads, S, S) so it broadcasts over the batch.
+        On the CPU it stays float32 (funasr's attention then runs in float32, as it always has);
+        on CUDA it is in the compute dtype, so attention never round-trips through float32.
+        """
+        dtype = self.dtype if self._cuda else torch.float32
+        key = (steps, dtype)
+        if key in self._biases:
+            return self._biases[key]
+        cfg = enc.modality_cfg
+        bias = enc.get_alibi_bias(
+            batch_size=1, time_steps=steps, heads=cfg.num_alibi_heads, dtype=torch.float32, device=self.device
+        )
+        scale = enc.alibi_scale.clamp_min(0).float()
+        if scale.size(0) == 1:
+            bias = bias * scale.squeeze(0)
+            scale = None
+        extra = cfg.num_extra_tokens
+        bias = F.pad(bias, (extra, 0, extra, 0))
+        rest = scale[cfg.prenet_depth :] if scale is not None and scale.size(0) > 1 else scale
+        layers = []
+        for i in range(len(self.model.blocks)):
+            ab = bias
+            if rest is not None:
+                ab = ab * (rest[i] if rest.size(0) > 1 else rest.squeeze(0))
+            layers.append(ab.to(dtype).contiguous())
+        if len(self._biases) > 64:  # lengths are few (full chunks and tails); bound it anyway
+            self._biases.clear()
+        self._biases[key] = entry = (bias.to(dtype), layers)
+        return entry
 
     @staticmethod
     def _positions(enc, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -130,6 +206,31 @@ class Emotion2vecScorer:
     def utterance_scores(self, output: FrameOutput) -> np.ndarray:
         """Softmax over the labels of the mean frame logits: funasr's utterance score."""
         return softmax(output.logits.mean(axis=0))
+
+
+def _block_sdpa(block, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """funasr's AltBlock forward (CUDA only) with its attention in one fused
+    scaled_dot_product_attention: the ALiBi bias and the key padding as one additive mask."""
+    attn = block.attn
+    b, n, c = x.shape
+    heads = attn.num_heads
+    if bias.size(1) < heads:  # funasr adds the bias to the first heads only
+        bias = F.pad(bias, (0, 0, 0, 0, 0, heads - bias.size(1)))
+    keys = torch.zeros(b, 1, 1, n, dtype=x.dtype, device=x.device).masked_fill_(padding[:, None, None, :], float("-inf"))
+    mask = bias + keys
+
+    def attention(h: torch.Tensor) -> torch.Tensor:
+        q, k, v = attn.qkv(h).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
+        return attn.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    if block.layer_norm_first:
+        x = x + attention(block.norm1(x))
+        r = block.mlp(block.norm2(x))
+        return r + block.post_mlp_dropout(r)  # funasr's own residual here
+    x = x + attention(x)
+    r = block.norm1(x)
+    return block.norm2(r + block.mlp(r))
 
 
 __all__ = ["Emotion2vecScorer"]

@@ -30,6 +30,7 @@ class Scorer(Protocol):
     model_id: str  # hub id or directory the weights came from
     random_weights: bool  # True: the scores mean nothing (test/benchmark model)
     embed_dim: int  # D of FrameOutput.features
+    precision: str  # what the forward computes in: float32 | bfloat16 | float16 | int8
 
     def score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:
         """Score 16 kHz mono float waveforms (any lengths, each at least 400 samples) in one batch."""

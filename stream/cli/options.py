@@ -33,7 +33,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-dir", default=None, help="local funasr model directory (or EMOSTREAM_MODEL_DIR)")
     g.add_argument("--device", default=None, help="auto (default: CUDA when available), cpu, cuda or cuda:N")
     g.add_argument("--dtype", choices=DTYPES, default=None,
-                   help=f"compute precision (default {ModelOptions.dtype}; bfloat16 on CPUs with native bf16 or CUDA)")
+                   help=f"compute precision (default {ModelOptions.dtype}: float16 on CUDA, bfloat16 on CPUs with native "
+                   "BF16, float32 elsewhere; int8 = dynamically quantized linear layers, for CPUs without BF16; "
+                   "or EMOSTREAM_DTYPE)")
     g.add_argument("--half", dest="dtype", action="store_const", const="float16", help="float16 on CUDA")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     g.add_argument("--offline", action="store_true", default=None, help="never download (or EMOSTREAM_OFFLINE=1)")

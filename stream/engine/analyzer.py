@@ -65,6 +65,7 @@ class StreamCore:
         random_weights: bool,
         profile: Profile | None = None,
         centroids: Centroids | None = None,
+        precision: str | None = None,
     ):
         """Start a stream; the first event is an `info` describing model and parameters.
 
@@ -91,6 +92,7 @@ class StreamCore:
                 warning=RANDOM_WEIGHTS_WARNING if random_weights else None,
                 profile=self.profile.describe(),
                 centroids=centroids.describe() if centroids is not None else None,
+                precision=precision,
             )
         ]
         self._n_segments = 0
@@ -354,7 +356,8 @@ class StreamAnalyzer:
         self.scorer = scorer
         self.max_batch = max_batch
         self.core = StreamCore(
-            config or AnalyzerConfig(), scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids
+            config or AnalyzerConfig(), scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids,
+            precision=scorer.precision,
         )
 
     def feed(self, samples: np.ndarray) -> list[Event]:

@@ -29,6 +29,7 @@ class Info:
     warning: str | None = None  # set when the weights are random: the scores mean nothing
     profile: Mapping[str, object] | None = None  # the domain profile applied: name, context, logit bias
     centroids: Mapping[str, object] | None = None  # metadata of the loaded fear/disgust centres, if any
+    precision: str | None = None  # what the model computed in: float32 | bfloat16 | float16 | int8
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,7 @@ class EmostreamServer:
             "metadata": spec.metadata,
             "model_id": self.scorer.model_id,
             "random_weights": self.scorer.random_weights,
+            "precision": self.scorer.precision,
             "parameters": config.describe(),
         }
         recorder = SessionRecorder(self.settings.recordings, spec.session_id, spec.sample_rate, sample_format, info)

@@ -71,7 +71,8 @@ class LiveSession:
         """
         self.spec = spec
         self.core = StreamCore(
-            config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids
+            config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids,
+            precision=scorer.precision,
         )
         self.scheduler = scheduler
         self.recorder = recorder
