@@ -192,12 +192,14 @@ def _process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _clock_ticks()
 
 
-def model_cpu_threads(args) -> int:
-    """CPU threads a forward pass keeps busy: torch's intra-op threads on the CPU, one launching
-    thread on a GPU."""
+def model_cpu_seconds(thread_cpu: float, wall: float, args) -> float:
+    """The model's own CPU time: what the forward's thread spent (the server's
+    emostream_model_cpu_seconds), plus, on the CPU with torch threads > 1, the other intra-op
+    threads counted as busy for the forward's wall time (exact with --threads 1 or on a GPU)."""
     if str(args.device).startswith("cuda"):
-        return 1
-    return args.threads or os.cpu_count() or 1
+        return thread_cpu
+    threads = args.threads or os.cpu_count() or 1
+    return thread_cpu + (threads - 1) * wall
 
 
 def metric_delta(before: dict, after: dict, name: str) -> float:
@@ -376,6 +378,7 @@ def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm
     batches = metric_delta(before, after, "emostream_batch_size_count")
     chunks = metric_delta(before, after, "emostream_batch_size_sum")
     model_seconds = metric_delta(before, after, "emostream_batch_seconds_sum")
+    model_cpu = metric_delta(before, after, "emostream_model_cpu_seconds_total")
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     foreign = None
     if None not in (busy0, busy1, server_cpu):
@@ -431,10 +434,10 @@ def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm
         "rss_per_stream_vs_warm": (peak_rss - warm_rss) / n if peak_rss is not None and warm_rss else None,
         "server_cpu_cores": server_cpu / wall if server_cpu is not None else None,
         # The pipeline (event loop, VAD, windows, decision layer, recording) without the model:
-        # server CPU minus forward seconds x the threads a forward keeps busy, per stream-second.
-        "model_cpu_threads": model_cpu_threads(args),
+        # server CPU minus the forward's own CPU, per stream-second (see model_cpu_seconds).
+        "model_cpu_seconds": model_cpu_seconds(model_cpu, model_seconds, args),
         "pipeline_cpu_ms_per_stream_second": (
-            1000 * (server_cpu - model_seconds * model_cpu_threads(args)) / (n * args.seconds)
+            1000 * (server_cpu - model_cpu_seconds(model_cpu, model_seconds, args)) / (n * args.seconds)
             if server_cpu is not None else None
         ),
         "client_cpu_cores": (own1 - own0) / wall,
@@ -689,7 +692,7 @@ def main(argv=None) -> int:
           f"used over {args.max_foreign:g} cores are repeated without counting")
     print("server defaults unless passed: --max-batch 8 --max-wait-ms 10 --max-pending 64; "
           "model busy = forward-pass seconds / wall seconds; server/client/other CPU in cores (server: with its child "
-          "processes); pipeline CPU = (server CPU - forward seconds x model threads) per stream-second; MiB per stream = (peak RSS during the run - idle RSS "
+          "processes); pipeline CPU = (server CPU - the forwards' own CPU) per stream-second, exact with --threads 1 or on a GPU; MiB per stream = (peak RSS during the run - idle RSS "
           "after model load, or after the warm-up stream) / N")
     if args.server_option:
         print(f"extra server options: {' '.join(args.server_option)}")

@@ -60,6 +60,7 @@ class EmostreamServer:
             max_wait=self.settings.max_wait_ms / 1000,
             max_pending=self.settings.max_pending,
             on_batch=self.metrics.batch,
+            measure_processes=self.settings.measure_processes,
         )
         self.scheduler.start()
         if self.settings.mqtt:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +17,8 @@ from models.errors import EmostreamError
 from models.frames import SAMPLE_RATE
 from models.scoring import Scorer
 from stream.engine.jobs import EvidenceJob, ModelJob
+
+from .measuring import Measurer
 
 
 class Overloaded(EmostreamError):
@@ -33,6 +34,7 @@ class BatchStats:
     size: int
     audio_seconds: float
     seconds: float
+    cpu_seconds: float = 0.0  # CPU time of the thread that ran it (with torch's threads at 1: all of it)
 
 
 class BatchScheduler:
@@ -45,8 +47,12 @@ class BatchScheduler:
         max_wait: float = 0.01,
         max_pending: int = 64,
         on_batch: Callable[[BatchStats], None] | None = None,
+        measure_processes: int = 0,
     ):
-        """Serve `scorer` with batches of up to `max_batch`, holding at most `max_pending` jobs."""
+        """Serve `scorer` with batches of up to `max_batch`, holding at most `max_pending` jobs.
+
+        `measure_processes` worker processes run the decision layer's measurements (0: one
+        thread of this process)."""
         self.scorer = scorer
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -56,9 +62,9 @@ class BatchScheduler:
         self._wakeup = asyncio.Event()
         self._capacity_listeners: set[Callable[[], None]] = set()
         self._task: asyncio.Task | None = None
-        # The decision layer's measurements (quality, pitch) run here, one at a time: on a small
-        # CPU, several at once would crowd out the model that every stream's windows wait for.
-        self._measurer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emostream-measure")
+        # The decision layer's measurements (quality, pitch) run in worker processes, never on
+        # the event loop or beside the model's launching thread (stream.server.measuring).
+        self._measurer = Measurer(measure_processes)
         self.batches = 0
 
     @property
@@ -89,7 +95,7 @@ class BatchScheduler:
             if not future.done():
                 future.set_exception(Overloaded("server shutting down"))
         self._queue.clear()
-        self._measurer.shutdown(wait=False, cancel_futures=True)
+        self._measurer.shutdown()
 
     def submit(self, job: ModelJob) -> asyncio.Future:
         """Queue a job; its future resolves to the model's FrameOutput. Raises Overloaded when full."""
@@ -101,8 +107,8 @@ class BatchScheduler:
         return future
 
     def measure(self, job: EvidenceJob) -> asyncio.Future:
-        """Run a CPU-only `EvidenceJob` on the measuring thread; the future resolves to its Evidence."""
-        return asyncio.wrap_future(self._measurer.submit(job.run))
+        """Run a CPU-only `EvidenceJob` in the measuring pool; the future resolves to its Evidence."""
+        return asyncio.wrap_future(self._measurer.submit(job))
 
     def when_capacity(self, listener: Callable[[], None]) -> None:
         """Call `listener` once after the next batch frees room in the queue."""
@@ -139,10 +145,16 @@ class BatchScheduler:
         self._queue = rest
         return batch
 
+    def _forward(self, waveforms: list) -> tuple[list, float]:
+        """One forward pass (in a worker thread) and the CPU time that thread spent on it."""
+        started = time.thread_time()
+        outputs = self.scorer.score(waveforms)
+        return outputs, time.thread_time() - started
+
     async def _run(self, batch: list[tuple[ModelJob, asyncio.Future]]) -> None:
         started = time.perf_counter()
         try:
-            outputs = await asyncio.to_thread(self.scorer.score, [job.audio for job, _ in batch])
+            outputs, cpu = await asyncio.to_thread(self._forward, [job.audio for job, _ in batch])
         except Exception as exc:  # one bad batch fails its jobs, never the scheduler
             for _, future in batch:
                 if not future.done():
@@ -158,5 +170,6 @@ class BatchScheduler:
                     size=len(batch),
                     audio_seconds=sum(len(job.audio) for job, _ in batch) / SAMPLE_RATE,
                     seconds=time.perf_counter() - started,
+                    cpu_seconds=cpu,
                 )
             )

@@ -153,7 +153,7 @@ class LiveSession:
     # ---- model side -------------------------------------------------------------------------
     def _dispatch(self) -> None:
         for job in self.core.pending_jobs():
-            if isinstance(job, EvidenceJob):  # CPU-only measurements: the scheduler's measuring thread
+            if isinstance(job, EvidenceJob):  # CPU-only measurements: the scheduler's measuring pool
                 self._track(job, self.scheduler.measure(job))
             else:
                 self._backlog.append(job)

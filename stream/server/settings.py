@@ -7,6 +7,7 @@ in `emostream serve`; the CLI derives the options from here, so a setting is wri
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,10 @@ class ServerSettings:
     max_wait_ms: float = option(10.0, "wait this long for a fuller batch", "limits")
     max_pending: int = option(64, "chunks queued for the model before streams are told 'overload'", "limits")
     max_backlog_seconds: float = option(30.0, "a session's unscored audio before it is closed (1013)", "limits")
+    measure_processes: int = option(
+        os.cpu_count() or 1,
+        "processes measuring the decision layer's quality and cues (0: one thread of the server)", "limits",
+    )
     # From the analysis options every command shares (not server options of their own):
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)  # template; sample_rate set per session
     profiles: Path | None = None  # domain-profile library YAML (default: the shipped, neutral one)
@@ -55,6 +60,8 @@ class ServerSettings:
         for name in ("max_sessions", "max_message_bytes", "max_batch", "max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.measure_processes < 0:
+            raise ConfigError("--measure-processes must be at least 0")
 
 
 def is_loopback(host: str) -> bool:
