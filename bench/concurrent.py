@@ -616,7 +616,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="server's torch threads (default: the server's own, all cores)")
     ap.add_argument("--max-batch", type=int, default=None, help="passed to the server (its default: 8)")
     ap.add_argument("--max-wait-ms", type=float, default=None, help="passed to the server (its default: 10)")
-    ap.add_argument("--max-pending", type=int, default=None, help="passed to the server (its default: 64)")
+    ap.add_argument("--max-pending", type=float, default=None, help="seconds of audio; passed to the server (its default: per device)")
     ap.add_argument("--server-option", action="append", default=[], metavar="OPT",
                     help="extra server option, repeatable (e.g. --server-option=--no-focus --server-option=--cues=off)")
     ap.add_argument("--seconds", type=float, default=30.0, help="audio each client streams per N")
@@ -690,7 +690,7 @@ def main(argv=None) -> int:
           f"p95 growth (last third - first third) <= {args.max_growth:g} s; an N that fails is retried "
           f"{args.retries} time(s) and counts as real time if one attempt passes; failures while other processes "
           f"used over {args.max_foreign:g} cores are repeated without counting")
-    print("server defaults unless passed: --max-batch 8 --max-wait-ms 10 --max-pending 64; "
+    print("server defaults unless passed: per device (stream/server/device_policy.py; CPU: --max-batch 8 --max-wait-ms 10 --max-pending 180 s); "
           "model busy = forward-pass seconds / wall seconds; server/client/other CPU in cores (server: with its child "
           "processes); pipeline CPU = (server CPU - the forwards' own CPU) per stream-second, exact with --threads 1 or on a GPU; MiB per stream = (peak RSS during the run - idle RSS "
           "after model load, or after the warm-up stream) / N")

@@ -30,7 +30,7 @@ from .outbox import MonitorHub
 from .recording import SessionRecorder, list_sessions, repair
 from .scheduler import BatchScheduler
 from .session import LiveSession, SessionHooks, SessionSpec
-from .settings import ServerSettings
+from .settings import ServerSettings, for_device
 
 log = logging.getLogger("emostream.server")
 WEB_ROOT = Path(__file__).resolve().parents[2] / "web"  # the dashboard's static files
@@ -40,6 +40,8 @@ class EmostreamServer:
     """State shared by all connections: model, scheduler, sessions, monitors, metrics."""
 
     def __init__(self, settings: ServerSettings, scorer: Scorer):
+        # Unset batching and chunk settings follow the model's device (stream.server.device_policy).
+        settings, self.policy = for_device(settings, str(getattr(scorer, "device", "cpu")))
         self.settings = settings
         self.scorer = scorer
         self.template = settings.analyzer
@@ -61,6 +63,7 @@ class EmostreamServer:
             max_pending=self.settings.max_pending,
             on_batch=self.metrics.batch,
             measure_processes=self.settings.measure_processes,
+            adaptive_wait=self.policy.adaptive_wait,
         )
         self.scheduler.start()
         if self.settings.mqtt:

@@ -1,9 +1,10 @@
 """The batching scheduler: it owns the model and serves every live stream's chunks in batches.
 
 Sessions submit `ModelJob`s (chunks and focus crops); the scheduler collects them into one queue, forms a batch when it
-reaches `max_batch` jobs or the oldest job has waited `max_wait` seconds, runs one forward pass in
-a worker thread (torch releases the GIL) and resolves each job's future. The queue is bounded:
-`submit` raises `Overloaded` instead of letting memory and latency grow without limit.
+reaches `max_batch` jobs or the oldest job has waited `max_wait` seconds (with `adaptive_wait`, or
+as soon as jobs stop arriving for a quarter of that), runs one forward pass in a worker thread
+(torch releases the GIL) and resolves each job's future. The queue is bounded in seconds of
+audio: `submit` raises `Overloaded` instead of letting memory and latency grow without limit.
 """
 
 from __future__ import annotations
@@ -45,11 +46,12 @@ class BatchScheduler:
         scorer: Scorer,
         max_batch: int = 8,
         max_wait: float = 0.01,
-        max_pending: int = 64,
+        max_pending: float = 180.0,
         on_batch: Callable[[BatchStats], None] | None = None,
         measure_processes: int = 0,
+        adaptive_wait: bool = False,
     ):
-        """Serve `scorer` with batches of up to `max_batch`, holding at most `max_pending` jobs.
+        """Serve `scorer` with batches of up to `max_batch`, holding at most `max_pending` seconds of audio.
 
         `measure_processes` worker processes run the decision layer's measurements (0: one
         thread of this process)."""
@@ -57,6 +59,8 @@ class BatchScheduler:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_pending = max_pending
+        self.adaptive_wait = adaptive_wait
+        self._pending_samples = 0  # audio in the queue, 16 kHz samples
         self._on_batch = on_batch
         self._queue: list[tuple[ModelJob, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
@@ -73,9 +77,14 @@ class BatchScheduler:
         return len(self._queue)
 
     @property
+    def pending_seconds(self) -> float:
+        """Seconds of audio waiting for the model (context included: what the model will run)."""
+        return self._pending_samples / SAMPLE_RATE
+
+    @property
     def saturated(self) -> bool:
         """True when no more jobs are accepted."""
-        return len(self._queue) >= self.max_pending
+        return self.pending_seconds >= self.max_pending
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -95,14 +104,16 @@ class BatchScheduler:
             if not future.done():
                 future.set_exception(Overloaded("server shutting down"))
         self._queue.clear()
+        self._pending_samples = 0
         self._measurer.shutdown()
 
     def submit(self, job: ModelJob) -> asyncio.Future:
         """Queue a job; its future resolves to the model's FrameOutput. Raises Overloaded when full."""
         if self.saturated:
-            raise Overloaded(f"model queue full ({self.max_pending} chunks waiting)")
+            raise Overloaded(f"model queue full ({self.pending_seconds:.1f} s of audio waiting)")
         future = asyncio.get_running_loop().create_future()
         self._queue.append((job, future))
+        self._pending_samples += len(job.audio)
         self._wakeup.set()
         return future
 
@@ -119,12 +130,14 @@ class BatchScheduler:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # Wait briefly for more streams' jobs unless the batch is already full.
+            # Wait briefly for more streams' jobs unless the batch is already full; adaptive: only
+            # while they keep coming (streams' chunks complete in bursts as their messages arrive).
             deadline = time.monotonic() + self.max_wait
+            gap = self.max_wait / 4 if self.adaptive_wait else self.max_wait
             while len(self._queue) < self.max_batch and time.monotonic() < deadline:
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), deadline - time.monotonic())
+                    await asyncio.wait_for(self._wakeup.wait(), min(gap, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
                     break
             await self._run(self._take_batch())
@@ -143,6 +156,7 @@ class BatchScheduler:
         for item in self._queue:
             (batch if len(batch) < self.max_batch and type(item[0]) is kind else rest).append(item)
         self._queue = rest
+        self._pending_samples -= sum(len(job.audio) for job, _ in batch)
         return batch
 
     def _forward(self, waveforms: list) -> tuple[list, float]:
