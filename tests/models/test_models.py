@@ -187,3 +187,20 @@ def test_alibi_bias_is_built_once_per_length(scorer, speech):
     again = scorer.score([speech[0], speech[0]])[0]
     assert len(cached) == 1 and scorer._biases.keys() == cached.keys()
     np.testing.assert_array_equal(first.logits, again.logits)
+
+
+def test_batched_row_normalisation_equals_layer_norm_per_row(rng):
+    """The CUDA input path normalises all rows at once; checked here against funasr's per-row layer norm."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.emotion2vec import normalize_rows
+
+    lengths = [16000, 9000, 401]
+    batch = torch.zeros(3, max(lengths))
+    for i, n in enumerate(lengths):
+        batch[i, :n] = torch.as_tensor(rng.normal(0.01 * i, 0.1 + i, n), dtype=torch.float32)
+    got = normalize_rows(batch, torch.tensor(lengths))
+    for i, n in enumerate(lengths):
+        torch.testing.assert_close(got[i, :n], F.layer_norm(batch[i, :n], (n,)), atol=1e-5, rtol=1e-5)
+        assert not got[i, n:].any()
