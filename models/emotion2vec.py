@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -14,6 +15,7 @@ from .labels import is_unused, token_to_label
 from .scoring import FrameOutput, softmax
 
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+BIAS_CACHE_LENGTHS = 32  # distinct chunk lengths whose ALiBi biases are kept
 
 
 class Emotion2vecScorer:
@@ -48,8 +50,8 @@ class Emotion2vecScorer:
         self._cuda = self.device.type == "cuda"
         # Attention through one fused SDPA kernel (CUDA; tests turn it on for the CPU to check it).
         self.fused_attention = self._cuda
-        # ALiBi biases per (frames, dtype), scaled per layer: built once per chunk length.
-        self._biases: dict[tuple[int, torch.dtype], tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        # ALiBi biases per (frames, dtype), least recently used last out (see `_alibi`).
+        self._biases: OrderedDict[tuple[int, torch.dtype], tuple[torch.Tensor, list[torch.Tensor] | None]] = OrderedDict()
         if precision == "int8":
             # Dynamic quantization: int8 weights, activations quantized per batch; the rest stays float32.
             self.model.float()
@@ -158,14 +160,18 @@ class Emotion2vecScorer:
     def _alibi(self, enc, steps: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The ALiBi bias for `steps` frames (extra tokens padded in) and each block's scaled copy.
 
-        Built once per length and cached; shaped (1, heads, S, S) so it broadcasts over the batch.
-        On the CPU it stays float32 (funasr's attention then runs in float32, as it always has);
-        on CUDA it is in the compute dtype, so attention never round-trips through float32.
+        Shaped (1, heads, S, S) so it broadcasts over the batch, and cached per length (chunk
+        lengths are few: full chunks and tails). On the CPU it stays float32 (funasr's attention
+        then runs in float32, as it always has) and only the base bias is kept: the per-block
+        copies of `large` at a 3 s chunk take 35 MB. On CUDA every block's copy is kept in the
+        compute dtype, so attention never round-trips through float32 and no forward rebuilds it.
         """
         dtype = self.dtype if self._cuda else torch.float32
         key = (steps, dtype)
         if key in self._biases:
-            return self._biases[key]
+            self._biases.move_to_end(key)
+            bias, layers = self._biases[key]
+            return bias, layers if layers is not None else self._scaled(enc, bias)
         cfg = enc.modality_cfg
         bias = enc.get_alibi_bias(
             batch_size=1, time_steps=steps, heads=cfg.num_alibi_heads, dtype=torch.float32, device=self.device
@@ -176,17 +182,21 @@ class Emotion2vecScorer:
             scale = None
         extra = cfg.num_extra_tokens
         bias = F.pad(bias, (extra, 0, extra, 0))
-        rest = scale[cfg.prenet_depth :] if scale is not None and scale.size(0) > 1 else scale
-        layers = []
-        for i in range(len(self.model.blocks)):
-            ab = bias
-            if rest is not None:
-                ab = ab * (rest[i] if rest.size(0) > 1 else rest.squeeze(0))
-            layers.append(ab.to(dtype).contiguous())
-        if len(self._biases) > 64:  # lengths are few (full chunks and tails); bound it anyway
-            self._biases.clear()
-        self._biases[key] = entry = (bias.to(dtype), layers)
-        return entry
+        layers = self._scaled(enc, bias)
+        if len(self._biases) >= BIAS_CACHE_LENGTHS:
+            self._biases.popitem(last=False)
+        self._biases[key] = (bias.to(dtype), [b.to(dtype).contiguous() for b in layers] if self._cuda else None)
+        bias, cached = self._biases[key]
+        return bias, cached if cached is not None else layers
+
+    def _scaled(self, enc, bias: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's bias: `bias` times its learned ALiBi scale (funasr's arithmetic, float32)."""
+        cfg = enc.modality_cfg
+        scale = enc.alibi_scale.clamp_min(0).float()
+        if scale.size(0) == 1:  # already applied to `bias`
+            return [bias] * len(self.model.blocks)
+        rest = scale[cfg.prenet_depth :]
+        return [bias * (rest[i] if rest.size(0) > 1 else rest.squeeze(0)) for i in range(len(self.model.blocks))]
 
     @staticmethod
     def _positions(enc, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
