@@ -659,9 +659,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     from bench.speech import benchmark_audio
-    from stream.engine.config import AnalyzerConfig
 
-    chunk_seconds = AnalyzerConfig().chunk_seconds
+    from stream.server.device_policy import policy_for
+
+    chunk_seconds = policy_for(args.device).chunk_seconds  # the server's live chunk on that device
     if args.max_p95 is None:
         args.max_p95 = chunk_seconds + 2.0
     if args.warmup >= args.seconds:
