@@ -131,12 +131,12 @@ class Server:
             pass
         return None
 
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU seconds of the server process (all its threads)."""
+    def cpu_seconds(self, children: bool = True) -> float | None:
+        """User + system CPU seconds of the server process (all its threads) and, unless
+        `children` is False, its live children (the decision layer's measuring processes)."""
         try:
-            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / _clock_ticks()
+            pids = _process_tree(self.proc.pid) if children else [self.proc.pid]
+            return sum(_process_cpu_seconds(pid) for pid in pids)
         except (OSError, ValueError, IndexError):
             return None
 
@@ -167,6 +167,40 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants now alive (from /proc/PID/task/TID/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process; 0 when it has just exited (a child's time then
+    moves to its parent's cutime, which this does not read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _clock_ticks()
+
+
+def model_cpu_seconds(thread_cpu: float, wall: float, args) -> float:
+    """The model's own CPU time: what the forward's thread spent (the server's
+    emostream_model_cpu_seconds), plus, on the CPU with torch threads > 1, the other intra-op
+    threads counted as busy for the forward's wall time (exact with --threads 1 or on a GPU)."""
+    if str(args.device).startswith("cuda"):
+        return thread_cpu
+    threads = args.threads or os.cpu_count() or 1
+    return thread_cpu + (threads - 1) * wall
 
 
 def metric_delta(before: dict, after: dict, name: str) -> float:
@@ -323,9 +357,11 @@ def p(values, q):
 
 def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm_rss: int) -> dict:
     before = server.metrics()
+    main0 = server.cpu_seconds(children=False)
     cpu0, busy0, own0, t0 = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
     clients, samples = asyncio.run(run_clients(server, audio, n, args))
     cpu1, busy1, own1, t1 = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
+    main1 = server.cpu_seconds(children=False)
     after = server.metrics()
     wall = t1 - t0
 
@@ -345,6 +381,7 @@ def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm
     batches = metric_delta(before, after, "emostream_batch_size_count")
     chunks = metric_delta(before, after, "emostream_batch_size_sum")
     model_seconds = metric_delta(before, after, "emostream_batch_seconds_sum")
+    model_cpu = metric_delta(before, after, "emostream_model_cpu_seconds_total")
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     foreign = None
     if None not in (busy0, busy1, server_cpu):
@@ -399,6 +436,19 @@ def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm
         "rss_per_stream": (peak_rss - idle_rss) / n if peak_rss is not None and idle_rss else None,
         "rss_per_stream_vs_warm": (peak_rss - warm_rss) / n if peak_rss is not None and warm_rss else None,
         "server_cpu_cores": server_cpu / wall if server_cpu is not None else None,
+        # The pipeline (event loop, VAD, windows, decision layer, recording) without the model:
+        # server CPU minus the forward's own CPU, per stream-second (see model_cpu_seconds).
+        "model_cpu_seconds": model_cpu_seconds(model_cpu, model_seconds, args),
+        "pipeline_cpu_ms_per_stream_second": (
+            1000 * (server_cpu - model_cpu_seconds(model_cpu, model_seconds, args)) / (n * args.seconds)
+            if server_cpu is not None else None
+        ),
+        # ... of which in the server process itself (the one GIL: event loop, launches, and before
+        # the measuring pool the decision layer's measurements too); the rest ran in its children.
+        "process_cpu_ms_per_stream_second": (
+            1000 * (main1 - main0 - model_cpu_seconds(model_cpu, model_seconds, args)) / (n * args.seconds)
+            if None not in (main0, main1) else None
+        ),
         "client_cpu_cores": (own1 - own0) / wall,
         "foreign_load_cores": foreign,
         "events": {k: sum(c["events"].get(k, 0) for c in clients) for k in sorted({k for c in clients for k in c["events"]})},
@@ -462,6 +512,7 @@ def bench_arch(arch: str, args, audio: np.ndarray, cache_dir: Path) -> dict:
     try:
         health = server.wait_ready()
         out["load_seconds"] = time.monotonic() - t_load
+        out["dtype"] = health.get("precision", args.dtype)  # what --dtype auto resolved to
         if not health.get("random_weights"):
             raise RuntimeError(f"{path} is not a random-weight model directory")
         time.sleep(1.0)
@@ -536,7 +587,7 @@ def _div(x, d):
 def table(res: dict) -> str:
     mib = 2**20
     head = ["N", "real time", "windows", "p50 s", "p95 s", "max s", "p95 1st→3rd third s", "overload",
-            "summaries", "mean batch", "model busy", "server CPU", "client CPU", "peak RSS MiB", "MiB per stream (load / warm)",
+            "summaries", "mean batch", "model busy", "server CPU", "pipeline CPU ms per stream-s (in the server process)", "client CPU", "peak RSS MiB", "MiB per stream (load / warm)",
             "drain s", "send lag ms", "other load"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in res["runs"]:
@@ -553,6 +604,7 @@ def table(res: dict) -> str:
             _fmt(r["mean_batch"], ".2f"),
             f"{_fmt(_div(r['model_busy'], 0.01), '.0f')} %",
             _fmt(r["server_cpu_cores"], ".2f"),
+            f"{_fmt(r.get('pipeline_cpu_ms_per_stream_second'), '.1f')} ({_fmt(r.get('process_cpu_ms_per_stream_second'), '.1f')})",
             _fmt(r["client_cpu_cores"], ".2f"),
             _fmt(_div(r["peak_rss"], mib), ".0f"),
             f"{_fmt(_div(r['rss_per_stream'], mib), '.0f')} / {_fmt(_div(r['rss_per_stream_vs_warm'], mib), '.0f')}",
@@ -567,12 +619,13 @@ def table(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.concurrent", description=__doc__.split("\n\n")[0])
     ap.add_argument("--archs", nargs="+", default=["base", "large"], choices=["tiny", "base", "large"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="passed to the server")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"],
+                    help="passed to the server (the report shows the precision it resolved to)")
     ap.add_argument("--device", default="cpu", help="passed to the server (cpu | cuda[:N] | auto)")
     ap.add_argument("--threads", type=int, default=None, help="server's torch threads (default: the server's own, all cores)")
     ap.add_argument("--max-batch", type=int, default=None, help="passed to the server (its default: 8)")
     ap.add_argument("--max-wait-ms", type=float, default=None, help="passed to the server (its default: 10)")
-    ap.add_argument("--max-pending", type=int, default=None, help="passed to the server (its default: 64)")
+    ap.add_argument("--max-pending", type=float, default=None, help="seconds of audio; passed to the server (its default: per device)")
     ap.add_argument("--server-option", action="append", default=[], metavar="OPT",
                     help="extra server option, repeatable (e.g. --server-option=--no-focus --server-option=--cues=off)")
     ap.add_argument("--seconds", type=float, default=30.0, help="audio each client streams per N")
@@ -606,9 +659,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     from bench.speech import benchmark_audio
-    from stream.engine.config import AnalyzerConfig
 
-    chunk_seconds = AnalyzerConfig().chunk_seconds
+    from stream.server.device_policy import policy_for
+
+    chunk_seconds = policy_for(args.device).chunk_seconds  # the server's live chunk on that device
     if args.max_p95 is None:
         args.max_p95 = chunk_seconds + 2.0
     if args.warmup >= args.seconds:
@@ -646,8 +700,10 @@ def main(argv=None) -> int:
           f"p95 growth (last third - first third) <= {args.max_growth:g} s; an N that fails is retried "
           f"{args.retries} time(s) and counts as real time if one attempt passes; failures while other processes "
           f"used over {args.max_foreign:g} cores are repeated without counting")
-    print("server defaults unless passed: --max-batch 8 --max-wait-ms 10 --max-pending 64; "
-          "model busy = forward-pass seconds / wall seconds; server/client/other CPU in cores; MiB per stream = (peak RSS during the run - idle RSS "
+    print("server defaults unless passed: per device (stream/server/device_policy.py; CPU: --max-batch 8 --max-wait-ms 10 --max-pending 180 s); "
+          "model busy = forward-pass seconds / wall seconds; server/client/other CPU in cores (server: with its child "
+          "processes); pipeline CPU = (server CPU with its children - the forwards' own CPU) per stream-second, exact with --threads 1 or on a GPU, "
+          "in brackets the part spent in the server process itself; MiB per stream = (peak RSS during the run - idle RSS "
           "after model load, or after the warm-up stream) / N")
     if args.server_option:
         print(f"extra server options: {' '.join(args.server_option)}")

@@ -309,7 +309,8 @@ def bench_arch(arch: str, args, audio: np.ndarray, configs, cache_dir: Path) -> 
 
     path = random_model_dir(cache_dir, arch)
     log(f"{arch}: loading {path}")
-    scorer = load_scorer(ModelOptions(model_dir=str(path), device=args.device, threads=args.threads))
+    # float32 explicitly: the naive side runs this model through funasr as funasr does, whatever --dtype auto picks.
+    scorer = load_scorer(ModelOptions(model_dir=str(path), device=args.device, threads=args.threads, dtype="float32"))
     if not scorer.random_weights:
         raise RuntimeError(f"{path} is not a random-weight model directory")
     device = str(scorer.device)
@@ -451,7 +452,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--chunk-seconds", type=float, nargs="+", default=[2.0], help="engine chunk length(s)")
     p.add_argument("--context-seconds", type=float, nargs="+", default=[1.0], help="engine left context(s), paired with --chunk-seconds")
-    p.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "bfloat16", "float16", "int8"],
                    help="engine precisions (default: float32, plus bfloat16 where the CPU has it natively); "
                    "the naive side always runs float32 as funasr does by default")
     p.add_argument("--feed-seconds", type=float, default=0.1, help="piece size of the live feed")
@@ -489,10 +490,10 @@ def main(argv=None) -> int:
         args.dtypes = ["float32", "bfloat16"] if native_bf16 else ["float32"]
     dtypes = sorted(set(args.dtypes) | {"float32"})
     log(f"matmul peaks on {device}, {threads} threads")
-    start_peaks = {d: matmul_peak(device, d) for d in dtypes}
+    start_peaks = {d: matmul_peak(device, "float32" if d == "int8" else d) for d in dtypes}
 
     results = [bench_arch(arch, args, audio, configs, cache_dir) for arch in args.archs]
-    end_peaks = {d: matmul_peak(device, d) for d in dtypes}
+    end_peaks = {d: matmul_peak(device, "float32" if d == "int8" else d) for d in dtypes}
     peak_by_dtype = {d: max(start_peaks[d], end_peaks[d]) for d in dtypes}
     peaks = [start_peaks["float32"], end_peaks["float32"]]
     total = time.perf_counter() - t_start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -12,6 +13,9 @@ import torch.nn.functional as F
 from .frames import CONV_LAYERS, n_frames
 from .labels import is_unused, token_to_label
 from .scoring import FrameOutput, softmax
+
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")
+BIAS_CACHE_LENGTHS = 32  # distinct chunk lengths whose ALiBi biases are kept
 
 
 class Emotion2vecScorer:
@@ -28,8 +32,13 @@ class Emotion2vecScorer:
         self.random_weights = random_weights
         self.planted = planted
         self.device = next(self.model.parameters()).device
-        # Lower precision is opt-in: float32 is what funasr runs and what the scores are checked against.
-        self.dtype = getattr(torch, dtype)
+        # What the forward computes in (loader.resolve_dtype picks it): float32 is funasr's own
+        # arithmetic, the one the scores are checked against; int8 keeps float32 activations.
+        if dtype not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
+        precision = dtype
+        self.precision = precision
+        self.dtype = torch.float32 if precision == "int8" else getattr(torch, precision)
         tokens = list(auto_model.kwargs["tokenizer"].token_list)
         # funasr masks 'unuse_*' tokens out of the softmax; dropping their logits is equivalent.
         self._used = [i for i, t in enumerate(tokens) if not is_unused(t)]
@@ -41,7 +50,21 @@ class Emotion2vecScorer:
             raise ValueError(f"unsupported feature extractor {spec}; expected {CONV_LAYERS}")
         # Per-item batching relies on frame-local normalisation in the conv stack.
         self._batchable = encoder.modality_cfg.extractor_mode == "layer_norm"
-        self.model.to(self.dtype)
+        self._cuda = self.device.type == "cuda"
+        # Attention through one fused SDPA kernel (CUDA; tests turn it on for the CPU to check it).
+        self.fused_attention = self._cuda
+        # ALiBi biases per (frames, dtype), least recently used last out (see `_alibi`).
+        self._biases: OrderedDict[tuple[int, torch.dtype], tuple[torch.Tensor, list[torch.Tensor] | None]] = OrderedDict()
+        if precision == "int8":
+            # Dynamic quantization: int8 weights, activations quantized per batch; the rest stays float32.
+            self.model.float()
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        else:
+            self.model.to(self.dtype)
+        if self._cuda:
+            # fp32 on CUDA means fp32: TF32 matmuls would move scores by ~1e-3 (issue 10).
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
 
     def score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:
         """Score several 16 kHz mono float waveforms (any lengths) in one padded forward pass."""
@@ -59,23 +82,54 @@ class Emotion2vecScorer:
         frames = [n_frames(n) for n in lengths]
         if min(frames) == 0:
             raise ValueError(f"each waveform needs at least 400 samples, got {min(lengths)}")
-        batch = torch.zeros(len(waveforms), max(lengths), device=self.device)
-        for i, w in enumerate(waveforms):
-            x = torch.as_tensor(np.asarray(w, dtype=np.float32), device=self.device)
-            # funasr normalises each input over its whole length before the encoder.
-            batch[i, : len(w)] = F.layer_norm(x, x.shape) if self.model.cfg.normalize else x
-        batch = batch.to(self.dtype)
+        batch = self._batch(waveforms, lengths)
         valid = torch.arange(max(frames), device=self.device)[None, :] < torch.tensor(
             frames, device=self.device
         )[:, None]
         features = self._encode(batch, valid)
         logits = self.model.proj(features)[..., self._used]
+        if self._cuda:
+            return self._copy_back(features, logits, frames)
         features = features.float().cpu().numpy()
         logits = logits.float().cpu().numpy()
         return [
             FrameOutput(logits=logits[i, : frames[i]], features=features[i, : frames[i]])
             for i in range(len(waveforms))
         ]
+
+    def _batch(self, waveforms: Sequence[np.ndarray], lengths: list[int]) -> torch.Tensor:
+        """The zero-padded (B, samples) input in the compute dtype, each row normalised as funasr does."""
+        if self._cuda:
+            # One pinned host buffer and one non-blocking copy instead of B small synchronous ones.
+            host = torch.zeros(len(waveforms), max(lengths), pin_memory=True)
+            for i, w in enumerate(waveforms):
+                host[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+            batch = host.to(self.device, non_blocking=True)
+            if self.model.cfg.normalize:
+                batch = normalize_rows(batch, torch.tensor(lengths).to(self.device, non_blocking=True))
+            return batch.to(self.dtype)
+        batch = torch.zeros(len(waveforms), max(lengths), device=self.device)
+        for i, w in enumerate(waveforms):
+            x = torch.as_tensor(np.asarray(w, dtype=np.float32), device=self.device)
+            # funasr normalises each input over its whole length before the encoder.
+            batch[i, : len(w)] = F.layer_norm(x, x.shape) if self.model.cfg.normalize else x
+        return batch.to(self.dtype)
+
+    @staticmethod
+    def _copy_back(features: torch.Tensor, logits: torch.Tensor, frames: list[int]) -> list[FrameOutput]:
+        """GPU results to numpy: only each item's real frames, in one pinned non-blocking transfer."""
+        k = logits.shape[-1]
+        both = torch.cat([logits, features], dim=-1).float()
+        rows = torch.cat([both[i, :n] for i, n in enumerate(frames)])
+        host = torch.empty(rows.shape, dtype=torch.float32, pin_memory=True)
+        host.copy_(rows, non_blocking=True)
+        torch.cuda.current_stream(rows.device).synchronize()
+        out, at, start = [], host.numpy(), 0
+        for n in frames:
+            part = at[start : start + n].copy()  # own memory: the pinned block goes back to torch's cache
+            start += n
+            out.append(FrameOutput(logits=part[:, :k], features=part[:, k:]))
+        return out
 
     def _encode(self, wav: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """The data2vec 2.0 encoder forward of funasr's Emotion2vec, with padding handled.
@@ -89,32 +143,63 @@ class Emotion2vecScorer:
         x = x + self._positions(enc, x, valid)
         batch, steps = valid.shape
         cfg = enc.modality_cfg
-        bias = enc.get_alibi_bias(
-            batch_size=batch,
-            time_steps=steps,
-            heads=cfg.num_alibi_heads,
-            dtype=torch.float32,
-            device=x.device,
-        )
-        scale = enc.alibi_scale.clamp_min(0)
-        if scale.size(0) == 1:
-            bias = bias * scale.squeeze(0).type_as(bias)
-            scale = None
         extra = cfg.num_extra_tokens
         if enc.extra_tokens is not None:
             x = torch.cat([enc.extra_tokens.expand(batch, -1, -1).type_as(x), x], dim=1)
         padding = F.pad(~valid, (extra, 0))
-        bias = F.pad(bias, (extra, 0, extra, 0))
+        bias, layer_biases = self._alibi(enc, steps)
+        scale = enc.alibi_scale.clamp_min(0)
+        scale = scale if scale.size(0) > 1 else None
         x = enc.context_encoder(x, padding, bias, scale[: cfg.prenet_depth] if scale is not None else None)
-        rest = scale[cfg.prenet_depth :] if scale is not None and scale.size(0) > 1 else scale
-        for i, block in enumerate(model.blocks):
-            ab = bias
-            if rest is not None:
-                ab = ab * (rest[i] if rest.size(0) > 1 else rest.squeeze(0)).type_as(ab)
-            x, _ = block(x, padding_mask=padding, alibi_bias=ab)
+        for block, ab in zip(model.blocks, layer_biases):
+            if self.fused_attention and not block.attn.cosine_attention:
+                x = _block_sdpa(block, x, padding, ab)
+            else:
+                x, _ = block(x, padding_mask=padding, alibi_bias=ab)
         if model.norm is not None:
             x = model.norm(x)
         return x[:, extra:]
+
+    def _alibi(self, enc, steps: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The ALiBi bias for `steps` frames (extra tokens padded in) and each block's scaled copy.
+
+        Shaped (1, heads, S, S) so it broadcasts over the batch, and cached per length (chunk
+        lengths are few: full chunks and tails). On the CPU it stays float32 (funasr's attention
+        then runs in float32, as it always has) and only the base bias is kept: the per-block
+        copies of `large` at a 3 s chunk take 35 MB. On CUDA every block's copy is kept in the
+        compute dtype, so attention never round-trips through float32 and no forward rebuilds it.
+        """
+        dtype = self.dtype if self._cuda else torch.float32
+        key = (steps, dtype)
+        if key in self._biases:
+            self._biases.move_to_end(key)
+            bias, layers = self._biases[key]
+            return bias, layers if layers is not None else self._scaled(enc, bias)
+        cfg = enc.modality_cfg
+        bias = enc.get_alibi_bias(
+            batch_size=1, time_steps=steps, heads=cfg.num_alibi_heads, dtype=torch.float32, device=self.device
+        )
+        scale = enc.alibi_scale.clamp_min(0).float()
+        if scale.size(0) == 1:
+            bias = bias * scale.squeeze(0)
+            scale = None
+        extra = cfg.num_extra_tokens
+        bias = F.pad(bias, (extra, 0, extra, 0))
+        layers = self._scaled(enc, bias)
+        if len(self._biases) >= BIAS_CACHE_LENGTHS:
+            self._biases.popitem(last=False)
+        self._biases[key] = (bias.to(dtype), [b.to(dtype).contiguous() for b in layers] if self._cuda else None)
+        bias, cached = self._biases[key]
+        return bias, cached if cached is not None else layers
+
+    def _scaled(self, enc, bias: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's bias: `bias` times its learned ALiBi scale (funasr's arithmetic, float32)."""
+        cfg = enc.modality_cfg
+        scale = enc.alibi_scale.clamp_min(0).float()
+        if scale.size(0) == 1:  # already applied to `bias`
+            return [bias] * len(self.model.blocks)
+        rest = scale[cfg.prenet_depth :]
+        return [bias * (rest[i] if rest.size(0) > 1 else rest.squeeze(0)) for i in range(len(self.model.blocks))]
 
     @staticmethod
     def _positions(enc, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -133,6 +218,42 @@ class Emotion2vecScorer:
     def utterance_scores(self, output: FrameOutput) -> np.ndarray:
         """Softmax over the labels of the mean frame logits: funasr's utterance score."""
         return softmax(output.logits.mean(axis=0))
+
+
+def normalize_rows(batch: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """F.layer_norm of each row over its own first `lengths[i]` samples, padding kept at zero:
+    funasr's per-input normalisation in a few batched kernels instead of one per row."""
+    mask = torch.arange(batch.shape[1], device=batch.device)[None, :] < lengths[:, None]
+    n = lengths[:, None].to(batch.dtype)
+    mean = batch.sum(dim=1, keepdim=True) / n  # padding is zero
+    centred = (batch - mean) * mask
+    var = centred.square().sum(dim=1, keepdim=True) / n
+    return centred * torch.rsqrt(var + eps)
+
+
+def _block_sdpa(block, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """funasr's AltBlock forward (CUDA only) with its attention in one fused
+    scaled_dot_product_attention: the ALiBi bias and the key padding as one additive mask."""
+    attn = block.attn
+    b, n, c = x.shape
+    heads = attn.num_heads
+    if bias.size(1) < heads:  # funasr adds the bias to the first heads only
+        bias = F.pad(bias, (0, 0, 0, 0, 0, heads - bias.size(1)))
+    keys = torch.zeros(b, 1, 1, n, dtype=x.dtype, device=x.device).masked_fill_(padding[:, None, None, :], float("-inf"))
+    mask = bias + keys
+
+    def attention(h: torch.Tensor) -> torch.Tensor:
+        q, k, v = attn.qkv(h).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
+        return attn.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    if block.layer_norm_first:
+        x = x + attention(block.norm1(x))
+        r = block.mlp(block.norm2(x))
+        return r + block.post_mlp_dropout(r)  # funasr's own residual here
+    x = x + attention(x)
+    r = block.norm1(x)
+    return block.norm2(r + block.mlp(r))
 
 
 __all__ = ["Emotion2vecScorer"]

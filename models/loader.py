@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("config.yaml", "model.pt", "tokens.txt")
 DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("float32", "bfloat16", "float16")
+# auto: float16 on CUDA, bfloat16 on CPUs with native BF16, float32 elsewhere (see resolve_dtype).
+# int8: dynamic quantization of the linear layers, for CPUs without BF16.
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class ModelOptions:
     hub: str = "ms"  # ms (ModelScope) | hf (Hugging Face), as funasr names them
     model_dir: str | None = None  # local funasr directory; overrides model/hub
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda[:N]
-    dtype: str = "float32"  # float32 | bfloat16 (CPUs with native bf16, or CUDA) | float16 (CUDA)
+    dtype: str = "auto"  # auto | float32 | bfloat16 (CPUs with native bf16, or CUDA) | float16 (CUDA) | int8 (CPU)
     threads: int | None = None  # CPU threads for torch; None = all cores
     offline: bool = False  # never try to download, only use local files and caches
 
@@ -50,6 +52,7 @@ class ModelOptions:
         """Options with EMOSTREAM_MODEL_DIR / EMOSTREAM_OFFLINE applied, then `overrides` (None = unset)."""
         opts = cls(
             model_dir=os.environ.get("EMOSTREAM_MODEL_DIR") or None,
+            dtype=os.environ.get("EMOSTREAM_DTYPE") or cls.dtype,
             offline=os.environ.get("EMOSTREAM_OFFLINE", "") not in ("", "0", "false"),
         )
         return replace(opts, **{k: v for k, v in overrides.items() if v is not None})
@@ -143,14 +146,31 @@ def pick_device(device: str) -> str:
     return device
 
 
-def check_dtype(dtype: str, device: str) -> None:
-    """Refuse precisions the device cannot run well."""
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), as oneDNN reports it."""
     import torch
 
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The precision `dtype` means on `device`: 'auto' becomes float16 on CUDA, bfloat16 on CPUs
+    with native BF16, float32 elsewhere; any other value is returned as is."""
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        return "float16"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def check_dtype(dtype: str, device: str) -> None:
+    """Refuse precisions the device cannot run well."""
     if dtype == "float16" and not device.startswith("cuda"):
-        raise ConfigError("float16 (--half) needs a CUDA device; on the CPU use bfloat16 or float32")
-    if dtype == "bfloat16" and device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        raise ConfigError("this CPU has no native bfloat16 (AVX-512 BF16 or AMX); use float32")
+        raise ConfigError("float16 (--half) needs a CUDA device; on the CPU use auto, bfloat16, int8 or float32")
+    if dtype == "bfloat16" and device == "cpu" and not cpu_has_native_bf16():
+        raise ConfigError("this CPU has no native bfloat16 (AVX-512 BF16 or AMX); use int8 or float32")
+    if dtype == "int8" and device != "cpu":
+        raise ConfigError("int8 (dynamic quantization) runs on the CPU only; on CUDA use auto or float16")
 
 
 @contextlib.contextmanager
@@ -181,7 +201,8 @@ def load_scorer(opts: ModelOptions) -> Scorer:
 
     path, model_id = resolve_model_dir(opts)
     device = pick_device(opts.device)
-    check_dtype(opts.dtype, device)
+    dtype = resolve_dtype(opts.dtype, device)
+    check_dtype(dtype, device)
     threads = opts.threads or os.cpu_count() or 1
     try:
         with _quiet_funasr():
@@ -197,4 +218,6 @@ def load_scorer(opts: ModelOptions) -> Scorer:
         log.warning("model %s has PLANTED weights (%s): its scores are not emotion recognition", path, planted)
     elif random:
         log.warning("model %s has RANDOM weights: its scores are not emotion recognition", path)
-    return Emotion2vecScorer(auto, model_id=model_id, random_weights=random, dtype=opts.dtype, planted=planted)
+    scorer = Emotion2vecScorer(auto, model_id=model_id, random_weights=random, dtype=dtype, planted=planted)
+    log.info("model %s on %s, precision %s", model_id, device, scorer.precision)
+    return scorer

@@ -42,6 +42,7 @@ class Scorer(Protocol):
     random_weights: bool  # True: the scores mean nothing (test/benchmark model)
     planted: str | None  # a planted head's kind (e.g. "fear-disgust"; random_weights is then True too)
     embed_dim: int  # D of FrameOutput.features
+    precision: str  # what the forward computes in: float32 | bfloat16 | float16 | int8
 
     def score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:
         """Score 16 kHz mono float waveforms (any lengths, each at least 400 samples) in one batch."""

@@ -10,6 +10,8 @@ import pytest
 from audio_fixtures import compose, espeak
 
 os.environ.setdefault("EMOSTREAM_OFFLINE", "1")  # tests never touch the network
+# Tests compare against funasr's own float32 arithmetic; the precision tests ask for others explicitly.
+os.environ.setdefault("EMOSTREAM_DTYPE", "float32")
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +27,7 @@ def scorer(tiny_model_dir):
     """The tiny model loaded exactly as users load a local model directory."""
     from models.loader import ModelOptions, load_scorer
 
-    return load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", threads=2))
+    return load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", threads=2, dtype="float32"))
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +75,7 @@ def planted_scorer(planted_model_dir):
     """The planted model loaded exactly as users load a local model directory."""
     from models.loader import ModelOptions, load_scorer
 
-    return load_scorer(ModelOptions(model_dir=str(planted_model_dir), device="cpu", threads=2))
+    return load_scorer(ModelOptions(model_dir=str(planted_model_dir), device="cpu", threads=2, dtype="float32"))
 
 
 @pytest.fixture(scope="session")

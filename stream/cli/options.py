@@ -33,7 +33,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-dir", default=None, help="local funasr model directory (or EMOSTREAM_MODEL_DIR)")
     g.add_argument("--device", default=None, help="auto (default: CUDA when available), cpu, cuda or cuda:N")
     g.add_argument("--dtype", choices=DTYPES, default=None,
-                   help=f"compute precision (default {ModelOptions.dtype}; bfloat16 on CPUs with native bf16 or CUDA)")
+                   help=f"compute precision (default {ModelOptions.dtype}: float16 on CUDA, bfloat16 on CPUs with native "
+                   "BF16, float32 elsewhere; int8 = dynamically quantized linear layers, for CPUs without BF16; "
+                   "or EMOSTREAM_DTYPE)")
     g.add_argument("--half", dest="dtype", action="store_const", const="float16", help="float16 on CUDA")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     g.add_argument("--offline", action="store_true", default=None, help="never download (or EMOSTREAM_OFFLINE=1)")
@@ -45,9 +47,10 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("analysis")
     g.add_argument("--window", type=float, default=cfg.window_seconds, help="window length in seconds (%(default)s)")
     g.add_argument("--hop", type=float, default=cfg.hop_seconds, help="window hop in seconds (%(default)s)")
-    g.add_argument("--chunk", type=float, default=cfg.chunk_seconds, help="scoring chunk in seconds (%(default)s)")
-    g.add_argument("--chunk-context", type=float, default=cfg.context_seconds,
-                   help="left context per chunk, seconds (%(default)s)")
+    g.add_argument("--chunk", type=float, default=None,
+                   help=f"scoring chunk in seconds (default {cfg.chunk_seconds:g}; the live server on CUDA: 0.5)")
+    g.add_argument("--chunk-context", type=float, default=None,
+                   help=f"left context per chunk, seconds (default {cfg.context_seconds:g})")
     g.add_argument("--vad", choices=BACKENDS, default=VadConfig.backend, help="VAD backend (%(default)s)")
     g.add_argument("--vad-aggressiveness", type=int, choices=AGGRESSIVENESS, default=VadConfig.aggressiveness)
     g = p.add_argument_group("fear/disgust decision layer (README: 'The fear/disgust layer')")
@@ -79,11 +82,12 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
 
 def analyzer_config(args) -> AnalyzerConfig:
     """The AnalyzerConfig the analysis options describe."""
+    cfg = AnalyzerConfig
     return AnalyzerConfig(
         window_seconds=args.window,
         hop_seconds=args.hop,
-        chunk_seconds=args.chunk,
-        context_seconds=args.chunk_context,
+        chunk_seconds=cfg.chunk_seconds if args.chunk is None else args.chunk,
+        context_seconds=cfg.context_seconds if args.chunk_context is None else args.chunk_context,
         vad=VadConfig(backend=args.vad, aggressiveness=args.vad_aggressiveness),
         decisions=DecisionConfig(
             review_gap=args.review_gap,
@@ -146,4 +150,5 @@ def settings_from_args(args, analyzer: AnalyzerConfig) -> ServerSettings:
     for f in _server_options():
         value = getattr(args, f.name)
         values[f.name] = (value or None) if f.default is None else value
-    return ServerSettings(**values, analyzer=analyzer, profiles=args.profiles, centroids=args.centroids)
+    return ServerSettings(**values, analyzer=analyzer, profiles=args.profiles, centroids=args.centroids,
+                          chunk_seconds=args.chunk, context_seconds=args.chunk_context)

@@ -66,6 +66,7 @@ class StreamCore:
         profile: Profile | None = None,
         centroids: Centroids | None = None,
         planted: str | None = None,
+        precision: str | None = None,
     ):
         """Start a stream; the first event is an `info` describing model and parameters.
 
@@ -93,6 +94,7 @@ class StreamCore:
                 profile=self.profile.describe(),
                 centroids=centroids.describe() if centroids is not None else None,
                 planted=planted,
+                precision=precision,
             )
         ]
         self._n_segments = 0
@@ -358,6 +360,7 @@ class StreamAnalyzer:
         self.core = StreamCore(
             config or AnalyzerConfig(), scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids,
             planted=scorer.planted,
+            precision=scorer.precision,
         )
 
     def feed(self, samples: np.ndarray) -> list[Event]:

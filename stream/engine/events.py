@@ -30,6 +30,7 @@ class Info:
     profile: Mapping[str, object] | None = None  # the domain profile applied: name, context, logit bias
     centroids: Mapping[str, object] | None = None  # metadata of the loaded fear/disgust centres, if any
     planted: str | None = None  # a planted head's kind ("fear-disgust"): scores follow a planted rule, not emotion
+    precision: str | None = None  # what the model computed in: float32 | bfloat16 | float16 | int8
 
 
 @dataclass(frozen=True)

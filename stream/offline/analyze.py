@@ -42,6 +42,7 @@ class AnalysisResult:
     context: str | None
     model_id: str
     random_weights: bool
+    precision: str  # what the model computed in (--dtype auto resolves to one)
     labels: tuple[str, ...]
     scores: np.ndarray  # (9,) utterance scores over the whole input (funasr's rule, profile bias applied)
     embedding: np.ndarray  # (D,) for utterance granularity, (T, D) for frame granularity
@@ -78,6 +79,7 @@ class AnalysisResult:
             "timestamp": self.timestamp,
             "model_id": self.model_id,
             "random_weights": self.random_weights,
+            "precision": self.precision,
             "duration": round(self.duration, 4),
             "context": self.context,
             "profile": dict(self.profile),
@@ -162,6 +164,7 @@ def analyze_audio(
         context=context,
         model_id=scorer.model_id,
         random_weights=scorer.random_weights,
+        precision=scorer.precision,
         labels=tuple(scorer.labels),
         scores=scores,
         embedding=embedding,

@@ -34,7 +34,7 @@ from .recording import SessionRecorder, list_sessions, repair
 from .retention import sweep_forever
 from .scheduler import BatchScheduler
 from .session import LiveSession, RecordingFailed, SessionHooks, SessionSpec
-from .settings import ServerSettings
+from .settings import ServerSettings, for_device
 from .web_guard import WebGuard
 
 log = logging.getLogger("emostream.server")
@@ -45,6 +45,8 @@ class EmostreamServer:
     """State shared by all connections: model, scheduler, sessions, monitors, metrics."""
 
     def __init__(self, settings: ServerSettings, scorer: Scorer):
+        # Unset batching and chunk settings follow the model's device (stream.server.device_policy).
+        settings, self.policy = for_device(settings, str(getattr(scorer, "device", "cpu")))
         self.settings = settings
         self.scorer = scorer
         self.template = settings.analyzer
@@ -72,6 +74,8 @@ class EmostreamServer:
             max_wait=self.settings.max_wait_ms / 1000,
             max_pending=self.settings.max_pending,
             on_batch=self.metrics.batch,
+            measure_processes=self.settings.measure_processes,
+            adaptive_wait=self.policy.adaptive_wait,
         )
         self.scheduler.start()
         if self.settings.mqtt:
@@ -124,6 +128,7 @@ class EmostreamServer:
             "model_id": self.scorer.model_id,
             "random_weights": self.scorer.random_weights,
             "planted": self.scorer.planted,
+            "precision": self.scorer.precision,
             "parameters": config.describe(),
             "record": self.settings.record,
         }

@@ -35,6 +35,7 @@ async def healthz(request: Request) -> JSONResponse:
             "status": "ok",
             "model_id": server.scorer.model_id,
             "random_weights": server.scorer.random_weights,
+            "precision": server.scorer.precision,
             "sessions": len(server.sessions),
             "queue_depth": server.scheduler.depth if server.scheduler else 0,
         }

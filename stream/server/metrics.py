@@ -21,9 +21,12 @@ class ServerMetrics:
         self.sessions_refused = Counter("emostream_sessions_refused", "Sessions refused", ["reason"], registry=r)
         self.queue_depth = Gauge("emostream_queue_depth", "Chunks waiting for the model", registry=r)
         self.batch_size = Histogram(
-            "emostream_batch_size", "Chunks per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
+            "emostream_batch_size", "Chunks per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r
         )
         self.batch_seconds = Histogram("emostream_batch_seconds", "Forward pass wall time", registry=r)
+        self.model_cpu = Counter(
+            "emostream_model_cpu_seconds", "CPU time of the thread running forward passes", registry=r
+        )
         self.audio_seconds = Counter("emostream_audio_seconds", "Audio seconds received", registry=r)
         self.window_latency = Histogram(
             "emostream_window_latency_seconds",
@@ -47,6 +50,7 @@ class ServerMetrics:
         """Record one forward pass."""
         self.batch_size.observe(stats.size)
         self.batch_seconds.observe(stats.seconds)
+        self.model_cpu.inc(stats.cpu_seconds)
 
     def mqtt(self, stats: dict) -> None:
         """Copy the MQTT publisher's counters."""

@@ -1,16 +1,16 @@
 """The batching scheduler: it owns the model and serves every live stream's chunks in batches.
 
-Sessions submit `ModelJob`s (chunks and focus crops); the scheduler collects them into one queue, forms a batch when it
-reaches `max_batch` jobs or the oldest job has waited `max_wait` seconds, runs one forward pass in
-a worker thread (torch releases the GIL) and resolves each job's future. The queue is bounded:
-`submit` raises `Overloaded` instead of letting memory and latency grow without limit.
+Sessions submit `ModelJob`s (chunks and focus crops); the scheduler collects them into one queue,
+forms a batch when it reaches `max_batch` jobs or the oldest job has waited `max_wait` seconds (with `adaptive_wait`, or
+as soon as jobs stop arriving for a quarter of that), runs one forward pass in a worker thread
+(torch releases the GIL) and resolves each job's future. The queue is bounded in seconds of
+audio: `submit` raises `Overloaded` instead of letting memory and latency grow without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,6 +19,7 @@ from models.frames import SAMPLE_RATE
 from models.scoring import Scorer
 from stream.engine.jobs import EvidenceJob, ModelJob
 
+from .measuring import Measurer
 
 LIVE, BACKGROUND = 0, 1  # submit priorities: live streams first; file analyses (/api/predict) when idle
 
@@ -36,6 +37,7 @@ class BatchStats:
     size: int
     audio_seconds: float
     seconds: float
+    cpu_seconds: float = 0.0  # CPU time of the thread that ran it (with torch's threads at 1: all of it)
 
 
 class BatchScheduler:
@@ -46,23 +48,30 @@ class BatchScheduler:
         scorer: Scorer,
         max_batch: int = 8,
         max_wait: float = 0.01,
-        max_pending: int = 64,
+        max_pending: float = 180.0,
         on_batch: Callable[[BatchStats], None] | None = None,
+        measure_processes: int = 0,
+        adaptive_wait: bool = False,
     ):
-        """Serve `scorer` with batches of up to `max_batch`, holding at most `max_pending` jobs."""
+        """Serve `scorer` with batches of up to `max_batch`, holding at most `max_pending` seconds of audio.
+
+        `measure_processes` worker processes run the decision layer's measurements (0: one
+        thread of this process)."""
         self.scorer = scorer
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_pending = max_pending
+        self.adaptive_wait = adaptive_wait
+        self._pending_samples = 0  # audio in the queue, 16 kHz samples
         self._on_batch = on_batch
         self._queue: list[tuple[ModelJob, asyncio.Future]] = []
         self._background: list[tuple[ModelJob, asyncio.Future]] = []  # run only when no live job waits
         self._wakeup = asyncio.Event()
         self._capacity_listeners: set[Callable[[], None]] = set()
         self._task: asyncio.Task | None = None
-        # The decision layer's measurements (quality, pitch) run here, one at a time: on a small
-        # CPU, several at once would crowd out the model that every stream's windows wait for.
-        self._measurer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emostream-measure")
+        # The decision layer's measurements (quality, pitch) run in worker processes, never on
+        # the event loop or beside the model's launching thread (stream.server.measuring).
+        self._measurer = Measurer(measure_processes)
         self.batches = 0
 
     @property
@@ -71,9 +80,14 @@ class BatchScheduler:
         return len(self._queue)
 
     @property
+    def pending_seconds(self) -> float:
+        """Seconds of audio waiting for the model (context included: what the model will run)."""
+        return self._pending_samples / SAMPLE_RATE
+
+    @property
     def saturated(self) -> bool:
         """True when no more jobs are accepted."""
-        return len(self._queue) >= self.max_pending
+        return self.pending_seconds >= self.max_pending
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -94,7 +108,8 @@ class BatchScheduler:
                 future.set_exception(Overloaded("server shutting down"))
         self._queue.clear()
         self._background.clear()
-        self._measurer.shutdown(wait=False, cancel_futures=True)
+        self._pending_samples = 0
+        self._measurer.shutdown()
 
     def submit(self, job: ModelJob, priority: int = LIVE) -> asyncio.Future:
         """Queue a job; its future resolves to the model's FrameOutput. Raises Overloaded when full.
@@ -108,14 +123,15 @@ class BatchScheduler:
             self._wakeup.set()
             return future
         if self.saturated:
-            raise Overloaded(f"model queue full ({self.max_pending} chunks waiting)")
+            raise Overloaded(f"model queue full ({self.pending_seconds:.1f} s of audio waiting)")
         self._queue.append((job, future))
+        self._pending_samples += len(job.audio)
         self._wakeup.set()
         return future
 
     def measure(self, job: EvidenceJob) -> asyncio.Future:
-        """Run a CPU-only `EvidenceJob` on the measuring thread; the future resolves to its Evidence."""
-        return asyncio.wrap_future(self._measurer.submit(job.run))
+        """Run a CPU-only `EvidenceJob` in the measuring pool; the future resolves to its Evidence."""
+        return asyncio.wrap_future(self._measurer.submit(job))
 
     def when_capacity(self, listener: Callable[[], None]) -> None:
         """Call `listener` once after the next batch frees room in the queue."""
@@ -126,12 +142,14 @@ class BatchScheduler:
             if not self._queue and not self._background:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # Wait briefly for more streams' jobs unless the batch is already full.
+            # Wait briefly for more streams' jobs unless the batch is already full; adaptive: only
+            # while they keep coming (streams' chunks complete in bursts as their messages arrive).
             deadline = time.monotonic() + self.max_wait
+            gap = self.max_wait / 4 if self.adaptive_wait else self.max_wait
             while self._queue and len(self._queue) < self.max_batch and time.monotonic() < deadline:
                 self._wakeup.clear()
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), deadline - time.monotonic())
+                    await asyncio.wait_for(self._wakeup.wait(), min(gap, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
                     break
             await self._run(self._take_batch())
@@ -152,12 +170,19 @@ class BatchScheduler:
         for item in self._queue:
             (batch if len(batch) < self.max_batch and type(item[0]) is kind else rest).append(item)
         self._queue = rest
+        self._pending_samples -= sum(len(job.audio) for job, _ in batch)
         return batch
+
+    def _forward(self, waveforms: list) -> tuple[list, float]:
+        """One forward pass (in a worker thread) and the CPU time that thread spent on it."""
+        started = time.thread_time()
+        outputs = self.scorer.score(waveforms)
+        return outputs, time.thread_time() - started
 
     async def _run(self, batch: list[tuple[ModelJob, asyncio.Future]]) -> None:
         started = time.perf_counter()
         try:
-            outputs = await asyncio.to_thread(self.scorer.score, [job.audio for job, _ in batch])
+            outputs, cpu = await asyncio.to_thread(self._forward, [job.audio for job, _ in batch])
         except Exception as exc:  # one bad batch fails its jobs, never the scheduler
             for _, future in batch:
                 if not future.done():
@@ -173,5 +198,6 @@ class BatchScheduler:
                     size=len(batch),
                     audio_seconds=sum(len(job.audio) for job, _ in batch) / SAMPLE_RATE,
                     seconds=time.perf_counter() - started,
+                    cpu_seconds=cpu,
                 )
             )

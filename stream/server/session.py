@@ -84,7 +84,7 @@ class LiveSession:
                 name,
                 StreamCore(
                     config, scorer.labels, scorer.model_id, scorer.random_weights, profile, centroids,
-                    planted=scorer.planted,
+                    planted=scorer.planted, precision=scorer.precision,
                 ),
             )
             for name in (spec.parties or (None,))
@@ -193,7 +193,7 @@ class LiveSession:
     def _dispatch(self) -> None:
         for party in self.parties:
             for job in party.core.pending_jobs():
-                if isinstance(job, EvidenceJob):  # CPU-only measurements: the scheduler's measuring thread
+                if isinstance(job, EvidenceJob):  # CPU-only measurements: the scheduler's measuring pool
                     self._track(party, job, self.scheduler.measure(job))
                 else:
                     self._backlog.append((party, job))

@@ -7,11 +7,14 @@ in `emostream serve`; the CLI derives the options from here, so a setting is wri
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from models.errors import ConfigError
 from stream.engine.config import AnalyzerConfig
+
+from .device_policy import DevicePolicy, policy_for
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 RECORD_MODES = ("audio+events", "events", "none")  # what a live session keeps on disk
@@ -63,19 +66,33 @@ class ServerSettings:
     max_sessions: int = option(64, "concurrent streams", "limits")
     max_message_bytes: int = option(1 << 20, "largest WebSocket message", "limits")
     max_session_seconds: float = option(4 * 3600.0, "longest stream, seconds of audio", "limits")
-    max_batch: int = option(8, "chunks per forward pass", "limits")
-    max_wait_ms: float = option(10.0, "wait this long for a fuller batch", "limits")
-    max_pending: int = option(64, "chunks queued for the model before streams are told 'overload'", "limits")
+    # None: the device's default (stream.server.device_policy: CPU / CUDA).
+    max_batch: int | None = option(None, "chunks per forward pass (default: 8 on the CPU, 128 on CUDA)", "limits", int)
+    max_wait_ms: float | None = option(
+        None, "wait at most this long for a fuller batch (default: 10 on the CPU; 20 on CUDA, ending as soon as "
+        "jobs stop arriving)", "limits", float,
+    )
+    max_pending: float | None = option(
+        None, "seconds of audio queued for the model before streams are told 'overload' "
+        "(default: 180 on the CPU, 1800 on CUDA)", "limits", float,
+    )
     max_backlog_seconds: float = option(30.0, "a session's unscored audio before it is closed (1013)", "limits")
     start_timeout: float = option(10.0, "seconds a stream socket may stay open without a valid start", "limits")
     max_queue_bytes: int = option(4 << 20, "bytes waiting to be sent to one socket before it is closed (1013)", "limits")
     max_upload_bytes: int = option(100 << 20, "largest /api/predict request body (413)", "limits")
     max_predict_seconds: float = option(900.0, "longest audio /api/predict analyzes (413)", "limits")
     max_predicts: int = option(2, "concurrent /api/predict analyses (429 beyond)", "limits")
+    measure_processes: int = option(
+        os.cpu_count() or 1,
+        "processes measuring the decision layer's quality and cues (0: one thread of the server)", "limits",
+    )
     # From the analysis options every command shares (not server options of their own):
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)  # template; sample_rate set per session
     profiles: Path | None = None  # domain-profile library YAML (default: the shipped, neutral one)
     centroids: Path | None = None  # fear/disgust centres from `emostream calibrate` (enables fusion)
+    # --chunk / --chunk-context when given; None: the device's default (`for_device`).
+    chunk_seconds: float | None = None
+    context_seconds: float | None = None
 
     def check(self) -> None:
         """Refuse unsafe or impossible settings with a message naming the option."""
@@ -86,8 +103,10 @@ class ServerSettings:
             )
         for name in ("max_sessions", "max_message_bytes", "max_batch", "max_pending", "max_queue_bytes",
                      "max_upload_bytes", "max_predicts"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:  # None: the device's policy
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.measure_processes < 0:
+            raise ConfigError("--measure-processes must be at least 0")
         for name in ("start_timeout", "max_predict_seconds"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
@@ -115,6 +134,24 @@ class ServerSettings:
     def protected(self) -> bool:
         """True when some credential is configured (else every route is open, as on a loopback dev box)."""
         return any((self.token, self.stream_token, self.watch_token, self.admin_token))
+
+
+def for_device(settings: ServerSettings, device: str) -> tuple[ServerSettings, DevicePolicy]:
+    """`settings` with every unset batching, queue and chunk setting taken from `device`'s policy."""
+    policy = policy_for(device)
+    analyzer = replace(
+        settings.analyzer,
+        chunk_seconds=policy.chunk_seconds if settings.chunk_seconds is None else settings.chunk_seconds,
+        context_seconds=policy.context_seconds if settings.context_seconds is None else settings.context_seconds,
+    )
+    resolved = replace(
+        settings,
+        analyzer=analyzer,
+        max_batch=policy.max_batch if settings.max_batch is None else settings.max_batch,
+        max_wait_ms=policy.max_wait_ms if settings.max_wait_ms is None else settings.max_wait_ms,
+        max_pending=policy.max_pending_seconds if settings.max_pending is None else settings.max_pending,
+    )
+    return resolved, policy
 
 
 def is_loopback(host: str) -> bool:

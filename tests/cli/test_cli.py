@@ -63,6 +63,7 @@ def test_analyze_frame_granularity_writes_all_outputs(files, tiny_model_dir, tmp
     result = json.loads((out / "result.json").read_text())
     assert result["granularity"] == "frame" and result["context"] == "crisis hotline"
     assert result["random_weights"] is True and "RANDOM WEIGHTS" in result["warning"]
+    assert result["precision"] == "float32"  # the tests' EMOSTREAM_DTYPE
     assert set(result["scores"]) == set(scorer.labels) and abs(sum(result["scores"].values()) - 1) < 1e-4
     assert result["emotion"] == max(result["scores"], key=result["scores"].get)
     assert result["confidence"] == result["scores"][result["emotion"]]
@@ -72,7 +73,7 @@ def test_analyze_frame_granularity_writes_all_outputs(files, tiny_model_dir, tmp
         assert t0 - 0.5 <= seg["start"] <= t0 + 0.05 and t1 - 0.05 <= seg["end"] <= t1 + 0.5
     assert len(result["windows"]) == sum(s["n_windows"] for s in segments) > 0
     lines = [json.loads(l) for l in (out / "events.jsonl").read_text().splitlines()]
-    assert lines[0]["type"] == "info" and lines[0]["random_weights"] is True
+    assert lines[0]["type"] == "info" and lines[0]["random_weights"] is True and lines[0]["precision"] == "float32"
     assert [l for l in lines if l["type"] == "window"] == result["windows"]
     emb = np.load(out / "embedding.npy")
     assert emb.shape == (n_frames(len(speech_silence_speech.samples)), scorer.embed_dim)  # (T, D)
@@ -90,6 +91,15 @@ def test_utterance_scores_match_scorer_on_the_decoded_file(files, tiny_model_dir
     assert np.abs(np.array([result["scores"][l] for l in scorer.labels]) - expected).max() < 1e-5
     assert "windows" not in result and result["granularity"] == "utterance"
     assert np.load(only_dir(tmp_path, "call") / "embedding.npy").shape == (scorer.embed_dim,)
+
+
+@pytest.mark.parametrize("dtype", ["auto", "int8"])
+def test_result_says_which_precision_ran(files, tiny_model_dir, tmp_path, dtype):
+    from models.loader import resolve_dtype
+
+    assert run([files[".wav"], "--dtype", dtype], tiny_model_dir, tmp_path) == 0
+    result = json.loads((only_dir(tmp_path, "call") / "result.json").read_text())
+    assert result["precision"] == resolve_dtype(dtype, "cpu") != "auto"
 
 
 def test_many_formats_in_one_run(files, tiny_model_dir, tmp_path):

@@ -99,3 +99,108 @@ def test_bfloat16_scores_stay_close_to_float32(tiny_model_dir, scorer, speech):
     a, b = scorer.score([wav])[0], low.score([wav])[0]
     assert b.logits.dtype == np.float32 and b.logits.shape == a.logits.shape
     assert np.abs(scorer.utterance_scores(a) - low.utterance_scores(b)).max() < 0.02
+
+
+# ---- precision: auto, and each precision's deviation from CPU float32 (pinned) -------------------
+# Measured on the tiny model over the two espeak utterances (2026-11-29, AVX-512 BF16 CPU):
+# bfloat16 utterance scores moved by 3.9e-4 and logits by 0.032; int8 by 8.4e-4 and 0.067.
+# The bounds leave about 2.5-4x room for other CPUs' kernels. int8 quantizes activations with one
+# scale per batch, so its batch-vs-single difference is of the order of its deviation (0.071).
+DEVIATION_BOUNDS = {"bfloat16": (1.5e-3, 0.12), "int8": (2.5e-3, 0.2)}
+BATCH_TOLERANCE = {"bfloat16": 0.05, "int8": 0.2}
+
+
+def test_auto_precision_resolves_per_device(monkeypatch):
+    import models.loader as loader
+
+    assert ModelOptions().dtype == "auto"
+    assert loader.resolve_dtype("auto", "cuda") == loader.resolve_dtype("auto", "cuda:1") == "float16"
+    monkeypatch.setattr(loader, "cpu_has_native_bf16", lambda: True)
+    assert loader.resolve_dtype("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(loader, "cpu_has_native_bf16", lambda: False)
+    assert loader.resolve_dtype("auto", "cpu") == "float32"
+    for explicit in ("float32", "bfloat16", "float16", "int8"):
+        assert loader.resolve_dtype(explicit, "cpu") == explicit
+
+
+def test_auto_on_this_cpu_runs_what_the_cpu_has(tiny_model_dir):
+    import torch
+
+    auto = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", threads=2, dtype="auto"))
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert auto.precision == ("bfloat16" if native else "float32")
+    assert next(auto.model.parameters()).dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_int8_is_cpu_only(tiny_model_dir):
+    from models.loader import check_dtype
+
+    with pytest.raises(ConfigError, match="int8"):
+        check_dtype("int8", "cuda")
+    with pytest.raises(ConfigError, match="--dtype"):
+        ModelOptions(dtype="int4")
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_precision_deviation_from_float32_is_bounded(tiny_model_dir, scorer, speech, precision):
+    import torch
+
+    if precision == "bfloat16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no native bfloat16")
+    low = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype=precision, threads=2))
+    assert low.precision == precision
+    if precision == "int8":  # the linear layers really are quantized
+        assert any("quantized" in type(m).__module__ for m in low.model.modules())
+    max_score, max_logit = 0.0, 0.0
+    for wav in speech:
+        a, b = scorer.score([wav])[0], low.score([wav])[0]
+        assert b.logits.dtype == np.float32 and b.features.dtype == np.float32 and b.logits.shape == a.logits.shape
+        max_score = max(max_score, float(np.abs(scorer.utterance_scores(a) - low.utterance_scores(b)).max()))
+        max_logit = max(max_logit, float(np.abs(a.logits - b.logits).max()))
+    score_bound, logit_bound = DEVIATION_BOUNDS[precision]
+    assert 0 < max_score <= score_bound and max_logit <= logit_bound, (max_score, max_logit)
+    print(f"{precision}: max utterance-score deviation {max_score:.2e}, max logit deviation {max_logit:.3f}")
+    # Batch equals single within a few units of bf16's last place (2^-7 at logit ~1); see int8 above.
+    both = low.score(list(speech))
+    for wav, out in zip(speech, both):
+        np.testing.assert_allclose(out.logits, low.score([wav])[0].logits, atol=BATCH_TOLERANCE[precision])
+
+
+def test_fused_attention_path_equals_funasr_attention(scorer, speech):
+    """The CUDA path (SDPA with the ALiBi bias and padding as one additive mask), checked on the CPU."""
+    waves = [speech[0], speech[1][:20000]]
+    reference = scorer.score(waves)
+    scorer.fused_attention = True
+    try:
+        fused = scorer.score(waves)
+    finally:
+        scorer.fused_attention = False
+    for a, b in zip(reference, fused):
+        np.testing.assert_allclose(a.logits, b.logits, atol=1e-5)
+        np.testing.assert_allclose(a.features, b.features, atol=1e-5)
+
+
+def test_alibi_bias_is_built_once_per_length(scorer, speech):
+    scorer._biases.clear()
+    first = scorer.score([speech[0]])[0]
+    cached = dict(scorer._biases)
+    again = scorer.score([speech[0], speech[0]])[0]
+    assert len(cached) == 1 and scorer._biases.keys() == cached.keys()
+    np.testing.assert_array_equal(first.logits, again.logits)
+
+
+def test_batched_row_normalisation_equals_layer_norm_per_row(rng):
+    """The CUDA input path normalises all rows at once; checked here against funasr's per-row layer norm."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.emotion2vec import normalize_rows
+
+    lengths = [16000, 9000, 401]
+    batch = torch.zeros(3, max(lengths))
+    for i, n in enumerate(lengths):
+        batch[i, :n] = torch.as_tensor(rng.normal(0.01 * i, 0.1 + i, n), dtype=torch.float32)
+    got = normalize_rows(batch, torch.tensor(lengths))
+    for i, n in enumerate(lengths):
+        torch.testing.assert_close(got[i, :n], F.layer_norm(batch[i, :n], (n,)), atol=1e-5, rtol=1e-5)
+        assert not got[i, n:].any()

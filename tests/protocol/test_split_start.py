@@ -83,6 +83,7 @@ def test_messages_name_the_party():
     assert event_message("s1", info, "caller") == {
         "type": "info", "session_id": "s1", "party": "caller", "model_id": "m", "random_weights": True,
         "labels": ["a"], "parameters": {}, "warning": None, "profile": None, "centroids": None,
+        "planted": None, "precision": None,
     }
     assert "party" not in event_message("s1", info)
     assert ready("s1", {}, ("caller", "agent"))["parties"] == ["caller", "agent"]

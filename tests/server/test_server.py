@@ -79,6 +79,7 @@ def test_native_stream_end_to_end_and_recording(server, pcm, speech_silence_spee
     assert messages[-1]["type"] == "summary"
     events = events_of(messages)
     assert events[0]["type"] == "info" and events[0]["random_weights"] is True
+    assert events[0]["precision"] == "float32"  # the tests' EMOSTREAM_DTYPE
     assert len(events_of(messages, "segment")) == 2 and events_of(messages, "window")
     assert all(e["session_id"] == "call-1" for e in events)
     # The context picked its domain profile, and every segment carries the decision layer's fields.
@@ -240,7 +241,8 @@ def test_malformed_messages_get_errors_and_the_session_survives(server, pcm):
 
 
 def test_token_guards_every_endpoint_but_healthz(server):
-    assert httpx.get(f"{server.http}/healthz").status_code == 200
+    health = httpx.get(f"{server.http}/healthz")
+    assert health.status_code == 200 and health.json()["precision"] == "float32"
     for path in ("/metrics", "/api/sessions", "/api/sessions/x", "/api/sessions/x/audio", "/api/sessions/x/events"):
         assert httpx.get(f"{server.http}{path}").status_code == 401, path
         assert httpx.get(f"{server.http}{path}", headers={"Authorization": "Bearer wrong"}).status_code == 401

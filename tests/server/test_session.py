@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import numpy as np
 
@@ -116,3 +117,33 @@ def test_focus_crops_are_batched_with_crops_only(scorer):
     outputs = asyncio.run(run())
     assert calls == [[48080, 48080, 48080], [9680, 9680, 9680]]  # oldest kind first, queue order kept
     assert [len(o.logits) for o in outputs] == [150, 30, 150, 30, 30, 150]  # each job got its own result
+
+
+def test_measurements_in_worker_processes_give_the_same_events(scorer, speech_silence_speech):
+    """The decision layer's quality and cue measurements in a process pool: identical events."""
+    from dataclasses import replace
+
+    from stream.decision.config import DecisionConfig
+
+    samples = speech_silence_speech.samples
+    config = AnalyzerConfig(decisions=replace(DecisionConfig(), cues="always"))  # cues on every segment
+    reference = [to_dict(e) for e in analyze_array(scorer, samples, config)]
+    assert any(e["type"] == "segment" and e["decision"]["cues"] for e in reference)
+
+    async def run():
+        sched = BatchScheduler(scorer, max_batch=4, max_wait=0.01, measure_processes=2)
+        sched.start()
+        got = []
+        session = LiveSession(spec(5), config, scorer, sched, hooks=SessionHooks(publish=lambda s, ev: got.extend(ev)))
+        got.insert(0, session.info_event)
+        for start in range(0, len(samples), 1600):
+            session.feed(samples[start : start + 1600])
+            await asyncio.sleep(0)
+        await session.finish()
+        pids = {f.result() for f in [sched._measurer._pool.submit(os.getpid) for _ in range(4)]}
+        await sched.stop()
+        return got, pids
+
+    got, pids = asyncio.run(run())
+    assert os.getpid() not in pids  # the measurements really ran elsewhere
+    assert [to_dict(e) for e in got] == reference

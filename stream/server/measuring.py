@@ -1,0 +1,88 @@
+"""Where the decision layer's measurements run: a pool of worker processes sized to the cores.
+
+An `EvidenceJob` (a segment's quality check and acoustic cues: Welch spectra, pYIN pitch
+tracking) is pure CPU work on numpy arrays. In the server process it would share the GIL with
+the event loop and the model's launching thread, and one measuring thread caps the whole
+server at one core's worth of pitch tracking. Worker processes take it off that core: each
+measures whole segments independently (the same code, so the same Evidence), and the cost of
+one segment is bounded by `DecisionConfig.cues_max_seconds` of pitch tracking.
+
+`processes=0` keeps today's single measuring thread inside the server (tests, tiny machines).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+
+from stream.engine.jobs import EvidenceJob
+
+log = logging.getLogger(__name__)
+
+WARM_UP_SECONDS = 1.0  # a tone this long makes each worker import and compile what pYIN needs
+
+
+def _start_worker() -> None:
+    """Worker start-up: one BLAS/OpenMP thread each (the pool already spreads over the cores)."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[name] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _warm_up() -> int:
+    """Measure a short tone with cues, so the first real segment does not pay for imports and JIT."""
+    from stream.decision.config import DecisionConfig
+
+    rate = 16000
+    t = np.arange(int(WARM_UP_SECONDS * rate)) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
+    EvidenceJob(0, tone, rate, DecisionConfig(), (0, len(tone))).run()
+    return os.getpid()
+
+
+def _run(job: EvidenceJob):
+    """Run one job in a worker (module-level, so the pool can pickle it)."""
+    return job.run()
+
+
+class Measurer:
+    """Runs `EvidenceJob`s off the event loop: in `processes` worker processes, or one thread (0)."""
+
+    def __init__(self, processes: int):
+        """Start the workers (they warm up in the background; jobs queue meanwhile)."""
+        if processes < 0:
+            raise ValueError(f"processes must be at least 0, got {processes}")
+        self.processes = processes
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> Executor:
+        if self.processes == 0:
+            return ThreadPoolExecutor(max_workers=1, thread_name_prefix="emostream-measure")
+        # spawn, not fork: the server process holds torch's thread pools, which fork would copy broken.
+        pool = ProcessPoolExecutor(
+            max_workers=self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+        )
+        for _ in range(self.processes):
+            pool.submit(_warm_up)
+        return pool
+
+    def submit(self, job: EvidenceJob) -> Future:
+        """Queue `job`; the future resolves to its Evidence (a dead worker's pool is replaced once)."""
+        try:
+            return self._pool.submit(_run, job)
+        except BrokenExecutor:
+            log.error("a measuring process died; starting a new pool")
+            self._pool = self._new_pool()
+            return self._pool.submit(_run, job)
+
+    def shutdown(self) -> None:
+        """Stop the workers; queued jobs are cancelled."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
