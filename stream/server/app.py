@@ -54,17 +54,21 @@ class EmostreamServer:
         """Create the scheduler on the server's event loop."""
         self.settings.recordings.mkdir(parents=True, exist_ok=True)
         self.repair_interrupted()
-        self.scheduler = BatchScheduler(
+        self.scheduler = self.make_scheduler()
+        self.scheduler.start()
+        if self.settings.mqtt:
+            self.mqtt = MqttPublisher(self.settings.mqtt, prefix=self.settings.mqtt_prefix)
+            await self.mqtt.start()
+
+    def make_scheduler(self) -> BatchScheduler:
+        """The scheduler that serves this server's model jobs (a cluster's ingress sends them elsewhere)."""
+        return BatchScheduler(
             self.scorer,
             max_batch=self.settings.max_batch,
             max_wait=self.settings.max_wait_ms / 1000,
             max_pending=self.settings.max_pending,
             on_batch=self.metrics.batch,
         )
-        self.scheduler.start()
-        if self.settings.mqtt:
-            self.mqtt = MqttPublisher(self.settings.mqtt, prefix=self.settings.mqtt_prefix)
-            await self.mqtt.start()
 
     def repair_interrupted(self) -> None:
         """Sessions still marked "live" died with an earlier server process: make them readable."""
@@ -142,6 +146,10 @@ class EmostreamServer:
         )
         return session
 
+    def live_sessions(self) -> list[dict]:
+        """Every live session as dashboards list it (a cluster's ingress adds the other replicas')."""
+        return [s.describe() for s in self.sessions.values()]
+
     def end_session(self, session: LiveSession, summary: dict) -> None:
         """Unregister a session and tell the monitors."""
         self.sessions.pop(session.spec.session_id, None)
@@ -163,9 +171,9 @@ class EmostreamServer:
         return uuid.uuid4().hex[:16]
 
 
-def create_app(settings: ServerSettings, scorer: Scorer) -> TokenGate:
-    """The ASGI application (Starlette) around one loaded scorer."""
-    server = EmostreamServer(settings, scorer)
+def create_app(settings: ServerSettings, scorer: Scorer, server: EmostreamServer | None = None) -> TokenGate:
+    """The ASGI application (Starlette) around one loaded scorer (or around a ready `server`)."""
+    server = server or EmostreamServer(settings, scorer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -46,7 +46,7 @@ async def metrics(request: Request) -> Response:
 async def sessions(request: Request) -> JSONResponse:
     """Live and recorded sessions, newest first."""
     server = request.app.state.server
-    live = set(server.sessions)
+    live = {s["session_id"] for s in server.live_sessions()}
     items = list_sessions(server.settings.recordings)
     for item in items:
         item["live"] = item.get("session_id") in live
