@@ -31,11 +31,14 @@ from .listen import add_listen_options
 from .listen import run as run_listen
 from .options import (
     add_analysis_options,
+    add_cluster_options,
     add_model_options,
     add_server_options,
     analyzer_config,
+    cluster_options_from_args,
     decision_data,
     load_scorer_from_args,
+    model_options_from_args,
     settings_from_args,
 )
 
@@ -189,7 +192,21 @@ def cmd_serve(args) -> int:
     """Run the live server."""
     settings = settings_from_args(args, analyzer_config(args))
     settings.check()  # before the model loads: a bad option fails fast
+    if args.ray:
+        return _serve_on_ray(settings, args)
     serve(settings, load_scorer_from_args(args))
+    return 0
+
+
+def _serve_on_ray(settings, args) -> int:
+    """`serve --ray`: the same server as a Ray Serve application; Ray is imported only here."""
+    options = cluster_options_from_args(args)
+    options.check()
+    try:
+        from stream.cluster.launch import run
+    except ImportError as exc:
+        raise EmostreamError(f"--ray needs Ray Serve: pip install 'emostream[ray]' ({exc})") from exc
+    run(settings, model_options_from_args(args), options)
     return 0
 
 
@@ -220,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the live server (WebSocket, Twilio, HTTP API)")
     add_server_options(p)
+    add_cluster_options(p)
     add_model_options(p)
     add_analysis_options(p)
     p.set_defaults(func=cmd_serve)

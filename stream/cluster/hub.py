@@ -47,13 +47,15 @@ class SessionHub:
         self._seq = 0
         self._live: dict[str, tuple[dict, ...]] = {}
         self._seen: dict[str, float] = {}
+        self._nodes: dict[str, str] = {}
         self._watching: dict[str, float] = {}
         self._changed = asyncio.Condition()
 
-    async def publish(self, replica: str, messages: list[dict], live: list[dict]) -> HubView:
-        """Take one replica's new messages and its current live sessions."""
+    async def publish(self, replica: str, messages: list[dict], live: list[dict], node: str = "") -> HubView:
+        """Take one replica's new messages and its current live sessions (`node`: the Ray node it runs on)."""
         now = time.monotonic()
         self._seen[replica] = now
+        self._nodes[replica] = node
         self._live[replica] = tuple(live)
         if messages:
             for message in messages:
@@ -82,11 +84,11 @@ class SessionHub:
         return [s for r, sessions in self._live.items() if now - self._seen[r] < STALE_SECONDS for s in sessions]
 
     def replicas(self) -> dict:
-        """Each ingress replica: seconds since it last reported, live sessions, whether it watches."""
+        """Each ingress replica: its node, seconds since it last reported, live sessions, whether it watches."""
         now = time.monotonic()
         return {
-            r: {"age_seconds": round(now - self._seen[r], 2), "sessions": len(self._live.get(r, ())),
-                "watching": now - self._watching.get(r, -1e9) < WATCH_SECONDS}
+            r: {"node": self._nodes.get(r, ""), "age_seconds": round(now - self._seen[r], 2),
+                "sessions": len(self._live.get(r, ())), "watching": now - self._watching.get(r, -1e9) < WATCH_SECONDS}
             for r in self._seen
         }  # fmt: skip
 

@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from datetime import datetime, timedelta, timezone
 
+import ray
 from ray import serve
 from starlette.responses import JSONResponse
 
@@ -42,6 +43,7 @@ class ClusterServer(EmostreamServer):
         self.hub = hub
         self.replica = replica
         self.options = options
+        self.node = ray.get_runtime_context().get_node_id()
         self._outgoing: deque[dict] = deque(maxlen=OUTGOING_LIMIT)
         self._view = HubView((), False, 0)
         self._poll_after: int | None = None
@@ -105,7 +107,7 @@ class ClusterServer(EmostreamServer):
         self._outgoing.clear()
         live = [s.describe() for s in self.sessions.values()]
         try:
-            self._view = await self.hub.publish.remote(self.replica, messages, live)
+            self._view = await self.hub.publish.remote(self.replica, messages, live, self.node)
         except BaseException:
             self._outgoing.extendleft(reversed(messages))  # sent with the next exchange
             raise
@@ -158,6 +160,7 @@ class ClusterServer(EmostreamServer):
             "model_id": self.scorer.model_id,
             "random_weights": self.scorer.random_weights,
             "replica": self.replica,
+            "node": self.node,
             "sessions": len(self.sessions),
             "cluster_sessions": len(self.live_sessions()),
             "queue_depth": self.scheduler.depth if self.scheduler else 0,

@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 import numpy as np
+import ray
 from ray import serve
 
 from models.loader import ModelOptions, load_scorer
@@ -62,6 +63,7 @@ class ScorerDeployment:
             method.set_batch_wait_timeout_s(max_wait_s)
         self.batches = 0
         self.jobs = 0
+        self.running = 0  # jobs in the forward pass now
 
     def info(self) -> ModelInfo:
         """The model's labels, id, random-weights flag and feature size."""
@@ -69,12 +71,17 @@ class ScorerDeployment:
         return ModelInfo(tuple(s.labels), s.model_id, bool(s.random_weights), int(s.embed_dim))
 
     def stats(self) -> dict:
-        """Forward passes and jobs this replica served (for /healthz and tests)."""
-        return {"batches": self.batches, "jobs": self.jobs}
+        """Forward passes and jobs this replica served, and its Ray node (for /healthz and tests)."""
+        node = ray.get_runtime_context().get_node_id()
+        return {"batches": self.batches, "jobs": self.jobs, "running": self.running, "node": node}
 
     async def _forward(self, waveforms: list[np.ndarray]) -> list[FrameOutput]:
         # In a thread: torch releases the GIL and the replica keeps taking requests meanwhile.
-        outputs = await asyncio.to_thread(self.scorer.score, waveforms)
+        self.running += len(waveforms)
+        try:
+            outputs = await asyncio.to_thread(self.scorer.score, waveforms)
+        finally:
+            self.running -= len(waveforms)
         self.batches += 1
         self.jobs += len(waveforms)
         return outputs

@@ -6,24 +6,29 @@ same fields under `args.cluster`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from models.errors import ConfigError
+
+
+def _option(default, help: str, kind: type | None = None):
+    """A field that is also an option of `emostream serve --ray` (`kind` parses it)."""
+    return field(default=default, metadata={"help": help, "kind": kind or type(default)})
 
 
 @dataclass(frozen=True)
 class ClusterOptions:
     """Replicas and resources of the Ingress, Scorer and SessionHub deployments."""
 
-    address: str | None = None  # a running Ray cluster ("auto", "ray://host:10001"); None: start a local Ray
-    ingress_replicas: int = 2
-    scorer_replicas: int = 1
-    gpus_per_scorer: float = 0.0  # fractional is fine: several scorer replicas may share one GPU
-    cpus_per_scorer: float = 1.0
-    cpus_per_ingress: float = 1.0
-    cpus_for_hub: float = 0.1
-    retry_seconds: float = 120.0  # how long a model job is retried while a dead scorer replica is replaced
-    app_name: str = "emostream"
+    address: str | None = _option(None, "a running Ray cluster ('auto', ray://HOST:10001); default: start a local Ray", str)
+    ingress_replicas: int = _option(2, "replicas of the HTTP/WebSocket app (each takes --max-sessions streams)")
+    scorer_replicas: int = _option(1, "replicas of the model")
+    gpus_per_scorer: float = _option(0.0, "GPUs per scorer replica (fractions share a GPU; 0: CPU)")
+    cpus_per_scorer: float = _option(1.0, "CPUs Ray reserves per scorer replica")
+    cpus_per_ingress: float = _option(1.0, "CPUs Ray reserves per ingress replica")
+    cpus_for_hub: float = _option(0.1, "CPUs Ray reserves for the session hub")
+    retry_seconds: float = _option(120.0, "retry a model job this long while a dead scorer replica is replaced")
+    app_name: str = "emostream"  # the Serve application's name
 
     def check(self) -> None:
         """Refuse impossible layouts with a message naming the option."""
