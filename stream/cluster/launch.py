@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -77,7 +79,8 @@ def app_builder(args: dict) -> Application:
     """The application a Serve config describes: `args` holds `model`, `server` and `cluster` mappings."""
     model = ModelOptions.from_env(**(args.get("model") or {}))
     options = ClusterOptions.from_mapping(args.get("cluster") or {})
-    return build_app(settings_from_mapping(args.get("server") or {}), model, options)
+    server = {"token": os.environ.get("EMOSTREAM_TOKEN"), **(args.get("server") or {})}  # keep secrets out of the file
+    return build_app(settings_from_mapping(server), model, options)
 
 
 def settings_from_mapping(values: dict) -> ServerSettings:
@@ -94,16 +97,24 @@ def run(settings: ServerSettings, model: ModelOptions, options: ClusterOptions) 
     settings.check()
     options.check()
     ray.init(address=options.address, logging_level=logging.WARNING)
+    # SIGTERM (a service manager, a container stop) shuts Serve and a local Ray down like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
         serve.run(build_app(settings, model, options), name=options.app_name, route_prefix="/")
         print(f"emostream on Ray Serve: http://{settings.host}:{settings.port}/ "
               f"({options.ingress_replicas} ingress, {options.scorer_replicas} scorer replicas); Ctrl-C stops",
               flush=True)  # fmt: skip
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
     finally:
         with contextlib.suppress(Exception):  # a cluster already gone has nothing left to stop
             serve.shutdown()
         ray.shutdown()
+
+
+def _interrupt(signum, frame) -> None:
+    """Turn a signal into the KeyboardInterrupt that `run` stops on."""
+    raise KeyboardInterrupt
