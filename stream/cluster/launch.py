@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import time
@@ -96,7 +97,12 @@ def run(settings: ServerSettings, model: ModelOptions, options: ClusterOptions) 
     """Start (or join) Ray, serve the application on --host/--port until interrupted."""
     settings.check()
     options.check()
-    ray.init(address=options.address, logging_level=logging.WARNING)
+    if options.address is None:
+        # A local Ray offers the machine's cores; the replicas' reservations may add up to more on
+        # a small machine, and they are only reservations: let them all start.
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(options.cpus_needed())), logging_level=logging.WARNING)
+    else:
+        ray.init(address=options.address, logging_level=logging.WARNING)
     # SIGTERM (a service manager, a container stop) shuts Serve and a local Ray down like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:

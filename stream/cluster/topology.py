@@ -41,6 +41,11 @@ class ClusterOptions:
         if self.retry_seconds <= 0:
             raise ConfigError("--retry-seconds must be positive")
 
+    def cpus_needed(self) -> float:
+        """CPUs all replicas reserve together."""
+        return (self.ingress_replicas * self.cpus_per_ingress + self.scorer_replicas * self.cpus_per_scorer
+                + self.cpus_for_hub)  # fmt: skip
+
     @classmethod
     def from_mapping(cls, values: dict) -> "ClusterOptions":
         """Options from a Serve config's `args.cluster` (unknown keys are an error)."""
