@@ -30,7 +30,7 @@ from .topology import ClusterOptions
 
 log = logging.getLogger("emostream.cluster")
 PUBLISH_SECONDS = 0.1  # how often a replica tells the hub its sessions and sends its monitor messages
-REPAIR_GRACE = timedelta(seconds=30)  # a "live" recording younger than this may belong to a replica still starting
+REPAIR_GRACE = timedelta(seconds=10)  # a "live" recording younger than this may not have reached the hub yet
 OUTGOING_LIMIT = 50_000  # monitor messages held while the hub is unreachable (recordings and MQTT keep everything)
 
 

@@ -147,3 +147,40 @@ def test_a_scorer_replica_killed_mid_stream_loses_no_window(app, pcm, reference)
         if len(retried) == 2:
             break
     assert sum(retried.values()) > 0
+
+
+def test_an_ingress_replica_killed_mid_stream_leaves_a_repaired_recording(app, pcm):
+    """Its stream ends abnormally, the other replica goes on, Serve's replacement repairs the recording."""
+    import ray
+
+    async def run():
+        messages: list = []
+        task = asyncio.create_task(native(app, pcm, "ray-crash", pace=0.1))
+        while True:  # wait until the session is live on some replica, then kill that replica
+            owners = [r for r, v in app.health()["ingress_replicas"].items() if v["sessions"] and v["age_seconds"] < 1]
+            if owners:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # some audio recorded
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].endswith(owners[0])]
+        ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+        try:
+            messages = await task
+        except Exception as exc:  # the connection dropped: what a client sees of a crashed replica
+            messages = [{"type": "closed", "error": repr(exc)}]
+        other = await native(app, pcm[: 16000 * 3], "ray-after-crash")  # the application goes on
+        return messages, other
+
+    messages, other = asyncio.run(run())
+    assert not any(m["type"] == "summary" for m in messages)
+    assert other[-1]["type"] == "summary" and other[-1]["stats"]["status"] == "complete"
+    deadline = time.monotonic() + 120
+    folder = app.recordings / "ray-crash"
+    while json.loads((folder / "session.json").read_text())["status"] == "live":
+        assert time.monotonic() < deadline, "the replacement replica did not repair the recording"
+        time.sleep(1.0)
+    meta = json.loads((folder / "session.json").read_text())
+    assert meta["status"] == "interrupted"
+    with wave.open(str(folder / "audio.wav")) as w:  # a readable WAV holding the audio up to the crash
+        got = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    assert 16000 <= len(got) < len(pcm) and np.array_equal(got, pcm[: len(got)])
