@@ -101,7 +101,7 @@ def test_streams_on_both_replicas_reach_every_monitor(app, pcm, reference):
         assert np.array_equal(np.frombuffer(w.readframes(w.getnframes()), "<i2"), pcm)
 
 
-def test_healthz_reports_every_deployment(app):
+def test_healthz_reports_every_deployment_and_predict_uses_the_scorer(app, pcm, tmp_path):
     health = app.health()
     assert health["status"] == "ok" and health["random_weights"] is True
     assert {name: d["status"] for name, d in health["deployments"].items()} == {
@@ -109,6 +109,13 @@ def test_healthz_reports_every_deployment(app):
     assert health["deployments"]["Ingress"]["replicas"] == {"RUNNING": 2}
     assert health["scorer"]["jobs"] > 0 and len(health["ingress_replicas"]) == 2
     assert httpx.get(f"{app.http}/api/sessions", timeout=30).status_code == 401  # the token still guards
+    with wave.open(str(tmp_path / "clip.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(pcm.tobytes())
+    with open(tmp_path / "clip.wav", "rb") as f:  # a whole file, scored on a scorer replica
+        r = httpx.post(f"{app.http}/api/predict", headers=app.headers, files={"file": ("clip.wav", f, "audio/wav")},
+                       data={"granularity": "frame"}, timeout=120)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert len(r.json()["segments"]) == 2 and abs(sum(r.json()["scores"].values()) - 1) < 1e-4
 
 
 def test_a_scorer_replica_killed_mid_stream_loses_no_window(app, pcm, reference):
