@@ -23,6 +23,7 @@ from stream.server.app import EmostreamServer, create_app
 from stream.server.recording import list_sessions, repair
 from stream.server.settings import ServerSettings
 
+from .direct import DirectListener
 from .hub import HubView
 from .remote_scheduler import RETRYABLE, RemoteScheduler
 from .remote_scorer import RemoteScorer
@@ -31,6 +32,7 @@ from .topology import ClusterOptions
 log = logging.getLogger("emostream.cluster")
 PUBLISH_SECONDS = 0.1  # how often a replica tells the hub its sessions and sends its monitor messages
 REPAIR_GRACE = timedelta(seconds=10)  # a "live" recording younger than this may not have reached the hub yet
+SWEEP_SECONDS = (15.0, 300.0)  # look for dead replicas' recordings again after these (then every 300 s)
 OUTGOING_LIMIT = 50_000  # monitor messages held while the hub is unreachable (recordings and MQTT keep everything)
 
 
@@ -48,6 +50,8 @@ class ClusterServer(EmostreamServer):
         self._view = HubView((), False, 0)
         self._poll_after: int | None = None
         self._tasks: list[asyncio.Task] = []
+        self.app = None  # the ASGI app around this server, for --ingress-port
+        self._direct: DirectListener | None = None
 
     def make_scheduler(self) -> RemoteScheduler:
         """Model jobs go to the Scorer deployment, bounded by --max-pending per replica."""
@@ -62,10 +66,16 @@ class ClusterServer(EmostreamServer):
             await asyncio.wait_for(self._publish(), 30)
         await super().startup()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._publish_loop()), loop.create_task(self._poll_loop())]
+        self._tasks = [loop.create_task(t) for t in (self._publish_loop(), self._poll_loop(), self._sweep_loop())]
+        if self.options.ingress_port is not None and self.app is not None:
+            self._direct = DirectListener(self.app, self.settings.host, self.options.ingress_port,
+                                          self.settings.max_message_bytes)  # fmt: skip
+            self._direct.start()
 
     async def shutdown(self) -> None:
         """Close this replica's sessions and tell the hub they ended."""
+        if self._direct is not None:
+            await self._direct.stop()
         for session in list(self.sessions.values()):
             self.end_session(session, session.close("server_shutdown"))
         for task in self._tasks:
@@ -93,13 +103,18 @@ class ClusterServer(EmostreamServer):
         return super().new_session_id(wanted)
 
     def repair_interrupted(self) -> None:
-        """Repair recordings left "live" by a dead replica, never those another replica is writing."""
-        live = {s["session_id"] for s in self._view.others_live}
+        """Repair recordings left "live" by a dead replica, never those a replica is writing."""
+        self._repair_except(self._live_ids())
+
+    def _live_ids(self) -> set[str]:
+        return {s["session_id"] for s in self._view.others_live} | set(self.sessions)
+
+    def _repair_except(self, live: set[str]) -> None:
         now = datetime.now(timezone.utc)
         for meta in list_sessions(self.settings.recordings):
             sid = meta.get("session_id")
             if meta.get("status") != "live" or sid in live or _younger_than(meta.get("started_at"), now - REPAIR_GRACE):
-                continue
+                continue  # (a session opened since `live` was taken is younger than the grace)
             log.warning("repaired interrupted session %s: %s", sid, repair(self.settings.recordings / sid))
 
     async def _publish(self) -> None:
@@ -122,6 +137,17 @@ class ClusterServer(EmostreamServer):
             except Exception as exc:  # the hub is restarting: monitors lag, streams go on
                 log.warning("session hub unreachable: %s", exc)
                 await asyncio.sleep(1.0)
+
+    async def _sweep_loop(self) -> None:
+        """A replica that died after this one started leaves recordings no startup will see: look again."""
+        first, every = SWEEP_SECONDS
+        await asyncio.sleep(first)
+        while True:
+            try:
+                await asyncio.to_thread(self._repair_except, self._live_ids())
+            except Exception as exc:  # a bad recording must not stop the sweeps
+                log.warning("repair sweep failed: %s", exc)
+            await asyncio.sleep(every)
 
     async def _poll_loop(self) -> None:
         while True:
@@ -222,7 +248,8 @@ class IngressDeployment:
         scorer = RemoteScorer(info, self.scorer_handle)
         replica = serve.get_replica_context().replica_id.unique_id
         self.server = ClusterServer(self.settings, scorer, self.hub, replica, self.options)
-        return ClusterHealth(create_app(self.settings, scorer, self.server), self.server)
+        self.server.app = ClusterHealth(create_app(self.settings, scorer, self.server), self.server)
+        return self.server.app
 
 
 async def _retrying(call, seconds: float):

@@ -28,6 +28,8 @@ class ClusterOptions:
     cpus_per_ingress: float = _option(1.0, "CPUs Ray reserves per ingress replica")
     cpus_for_hub: float = _option(0.1, "CPUs Ray reserves for the session hub")
     retry_seconds: float = _option(120.0, "retry a model job this long while a dead scorer replica is replaced")
+    ingress_port: int | None = _option(None, "ingress replicas also accept connections on this port themselves "
+                                       "(SO_REUSEPORT), bypassing Serve's one-process HTTP proxy", int)
     app_name: str = "emostream"  # the Serve application's name
 
     def check(self) -> None:
@@ -38,6 +40,8 @@ class ClusterOptions:
         for name in ("gpus_per_scorer", "cpus_per_scorer", "cpus_per_ingress", "cpus_for_hub"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if self.ingress_port is not None and not 0 < self.ingress_port < 65536:
+            raise ConfigError("--ingress-port must be a TCP port")
         if self.retry_seconds <= 0:
             raise ConfigError("--retry-seconds must be positive")
 

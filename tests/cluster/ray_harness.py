@@ -26,6 +26,7 @@ class RayApp:
 
     port: int
     recordings: Path
+    ingress_port: int | None = None  # where ingress replicas accept connections themselves
 
     @property
     def http(self) -> str:
@@ -58,7 +59,7 @@ def deploy(model_dir: Path, tmp: Path, **layout) -> RayApp:
     options = ClusterOptions(**{"cpus_per_ingress": 0.2, "cpus_per_scorer": 0.2, "cpus_for_hub": 0.05, **layout})
     model = ModelOptions(model_dir=str(model_dir), device="cpu", threads=1, offline=True)
     serve.run(build_app(settings, model, options), name=options.app_name, route_prefix="/")
-    app = RayApp(port, settings.recordings)
+    app = RayApp(port, settings.recordings, options.ingress_port)
     deadline = time.monotonic() + 60
     while app.health()["status"] != "ok":  # the proxy answers before every replica is up
         assert time.monotonic() < deadline, app.health()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 import wave
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -18,6 +19,7 @@ import soxr
 from websockets.asyncio.client import connect
 
 from ray_harness import assert_same_events, deploy, events_of, native, read_all, twilio
+from server_harness import free_port
 from stream.cli.main import main as cli_main
 
 
@@ -28,7 +30,8 @@ def app(tiny_model_dir, tmp_path_factory):
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
-        yield deploy(tiny_model_dir, tmp_path_factory.mktemp("ray"), ingress_replicas=2, scorer_replicas=1)
+        yield deploy(tiny_model_dir, tmp_path_factory.mktemp("ray"), ingress_replicas=2, scorer_replicas=1,
+                     ingress_port=free_port())  # fmt: skip
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -116,6 +119,21 @@ def test_healthz_reports_every_deployment_and_predict_uses_the_scorer(app, pcm, 
                        data={"granularity": "frame"}, timeout=120)  # fmt: skip
     assert r.status_code == 200, r.text
     assert len(r.json()["segments"]) == 2 and abs(sum(r.json()["scores"].values()) - 1) < 1e-4
+
+
+def test_ingress_replicas_take_websockets_on_their_shared_port(app, pcm, reference):
+    """--ingress-port: streams reach the replicas without Serve's proxy, and analyze the same."""
+    direct = replace(app, port=app.ingress_port)
+    assert direct.health()["status"] == "ok"
+
+    async def run():
+        return await asyncio.gather(*(native(direct, pcm, f"direct-{k}") for k in range(4)))
+
+    for messages in asyncio.run(run()):
+        assert messages[-1]["type"] == "summary" and messages[-1]["stats"]["status"] == "complete"
+        assert_same_events(events_of(messages), reference)
+    listed = {s["session_id"] for s in httpx.get(f"{app.http}/api/sessions", headers=app.headers, timeout=30).json()["sessions"]}
+    assert {f"direct-{k}" for k in range(4)} <= listed
 
 
 def test_a_scorer_replica_killed_mid_stream_loses_no_window(app, pcm, reference):
