@@ -97,15 +97,19 @@ class Server:
             value = getattr(args, opt)
             if value is not None:
                 cmd += [f"--{opt.replace('_', '-')}", str(value)]
+        stream_port = self.port
         if args.ray:
             cmd += ["--ray", "--ingress-replicas", str(args.ingress_replicas), "--scorer-replicas", str(args.scorer_replicas)]
+            if args.ingress_port:  # streams go straight to the ingress replicas, not through Serve's proxy
+                stream_port = free_port()
+                cmd += ["--ingress-port", str(stream_port)]
         cmd += args.server_option
         self.cmd = cmd
         self.tree = args.ray  # Ray runs the replicas in worker processes below the server process
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop(), after the process)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws/stream"
+        self.ws_url = f"ws://127.0.0.1:{stream_port}/ws/stream"
 
     def wait_ready(self, timeout: float = 600.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -629,6 +633,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ray", action="store_true", help="run the server as a Ray Serve application (emostream[ray])")
     ap.add_argument("--ingress-replicas", type=int, default=2, help="with --ray: ingress replicas")
     ap.add_argument("--scorer-replicas", type=int, default=1, help="with --ray: scorer replicas")
+    ap.add_argument("--ingress-port", action="store_true",
+                    help="with --ray: stream to the ingress replicas' shared port instead of Serve's HTTP proxy")
     ap.add_argument("--seconds", type=float, default=30.0, help="audio each client streams per N")
     ap.add_argument("--warmup", type=float, default=5.0, help="stream seconds whose windows are not counted")
     ap.add_argument("--max-n", type=int, default=16, help="stop the sweep here at the latest")
@@ -707,7 +713,8 @@ def main(argv=None) -> int:
         print(f"extra server options: {' '.join(args.server_option)}")
     if args.ray:
         print(f"Ray Serve: {args.ingress_replicas} ingress and {args.scorer_replicas} scorer replica(s) on a local Ray; "
-              "server CPU and RSS summed over the server's process tree; /metrics come from one ingress replica")
+              "server CPU and RSS summed over the server's process tree; /metrics come from one ingress replica"
+              + ("; streams on the ingress replicas' own port (--ingress-port)" if args.ingress_port else ""))
     for res in results:
         mib = 2**20
         print(f"\n{res['arch']} ({res['dtype']}): server ready in {res['load_seconds']:.0f} s; idle RSS "
