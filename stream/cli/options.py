@@ -16,12 +16,12 @@ from pathlib import Path
 from models.architectures import HUBS, SIZES
 from models.loader import DTYPES, ModelOptions, load_scorer
 from models.scoring import Scorer
+from stream.cluster.topology import ClusterOptions
 from stream.decision.config import CUE_MODES, DecisionConfig, FocusConfig
 from stream.decision.fear_disgust import DecisionData
 from stream.decision.fusion import FusionConfig
 from stream.decision.quality import QualityBar
 from stream.engine.config import AnalyzerConfig
-from stream.cluster.topology import ClusterOptions
 from stream.server.settings import ServerSettings
 from vad.config import AGGRESSIVENESS, BACKENDS, VadConfig
 
