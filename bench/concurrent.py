@@ -3,7 +3,8 @@
     PYTHONPATH=. python -m bench.concurrent [--archs base large] [--seconds 30] [--dtype float32] [--json OUT]
 
 For each architecture the benchmark starts `python server.py` as a subprocess (its own port, its
-recordings in a temporary folder) and then runs N = 1, 2, 3, ... concurrent WebSocket clients on
+recordings in a temporary folder; with `--ray`, `python server.py --ray`: a local Ray with
+`--ingress-replicas` and `--scorer-replicas`, its CPU and memory counted over the whole process tree) and then runs N = 1, 2, 3, ... concurrent WebSocket clients on
 `/ws/stream`. Each client streams `--seconds` of espeak-ng speech at real-time pace (0.1 s
 messages every 0.1 s, paced against a monotonic clock), then `stop`, and waits for its `summary`.
 
@@ -96,12 +97,19 @@ class Server:
             value = getattr(args, opt)
             if value is not None:
                 cmd += [f"--{opt.replace('_', '-')}", str(value)]
+        stream_port = self.port
+        if args.ray:
+            cmd += ["--ray", "--ingress-replicas", str(args.ingress_replicas), "--scorer-replicas", str(args.scorer_replicas)]
+            if args.ingress_port:  # streams go straight to the ingress replicas, not through Serve's proxy
+                stream_port = free_port()
+                cmd += ["--ingress-port", str(stream_port)]
         cmd += args.server_option
         self.cmd = cmd
+        self.tree = args.ray  # Ray runs the replicas in worker processes below the server process
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop(), after the process)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws/stream"
+        self.ws_url = f"ws://127.0.0.1:{stream_port}/ws/stream"
 
     def wait_ready(self, timeout: float = 600.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -121,24 +129,41 @@ class Server:
         except OSError:
             return ""
 
+    def pids(self) -> list[int]:
+        """The server process, and with --ray every process below it (Ray's daemons and replicas)."""
+        return process_tree(self.proc.pid) if self.tree else [self.proc.pid]
+
     def rss_bytes(self) -> int | None:
-        """The server's resident set size, from /proc/PID/status (VmRSS)."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except (OSError, ValueError):
-            pass
-        return None
+        """The server's resident set size (summed over its processes), from /proc/PID/status (VmRSS)."""
+        total = None
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total = (total or 0) + int(line.split()[1]) * 1024
+            except (OSError, ValueError):
+                pass
+        return total
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds per process title (Ray names its workers `ray::<actor>`): where the cores go."""
+        out: dict[str, float] = {}
+        for pid in self.pids():
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            name = title.split("/")[-1].split(" ")[0] if not title.startswith("ray::") else title.split(" ")[0]
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _clock_ticks()
+        return out
 
     def cpu_seconds(self, children: bool = True) -> float | None:
-        """User + system CPU seconds of the server process (all its threads) and, unless
-        `children` is False, its live children (the decision layer's measuring processes)."""
-        try:
-            pids = _process_tree(self.proc.pid) if children else [self.proc.pid]
-            return sum(_process_cpu_seconds(pid) for pid in pids)
-        except (OSError, ValueError, IndexError):
-            return None
+        """User + system CPU seconds of the server process (all its threads) and, unless `children`
+        is False, every live process below it (the decision layer's measuring processes; Ray's)."""
+        pids = process_tree(self.proc.pid) if children else [self.proc.pid]
+        total = sum(_process_cpu_seconds(pid) for pid in pids)
+        return total if total or self.proc.poll() is None else None
 
     def metrics(self) -> dict[str, float]:
         """The Prometheus exposition as {'name{labels}': value} (counters, gauges, histograms)."""
@@ -162,24 +187,28 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=90 if self.tree else 20)  # Serve and a local Ray take a while to stop
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
 
 
-def _process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants now alive (from /proc/PID/task/TID/children)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
+def process_tree(root: int) -> list[int]:
+    """`root` and every live process below it (from /proc's parent ids)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
             try:
-                todo += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
     return out
 
 
@@ -358,10 +387,12 @@ def p(values, q):
 def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm_rss: int) -> dict:
     before = server.metrics()
     main0 = server.cpu_seconds(children=False)
+    by0 = server.cpu_by_process() if server.tree else {}
     cpu0, busy0, own0, t0 = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
     clients, samples = asyncio.run(run_clients(server, audio, n, args))
     cpu1, busy1, own1, t1 = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
     main1 = server.cpu_seconds(children=False)
+    by1 = server.cpu_by_process() if server.tree else {}
     after = server.metrics()
     wall = t1 - t0
 
@@ -449,6 +480,8 @@ def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm
             1000 * (main1 - main0 - model_cpu_seconds(model_cpu, model_seconds, args)) / (n * args.seconds)
             if None not in (main0, main1) else None
         ),
+        "server_cpu_cores_by_process": {k: round((v - by0.get(k, 0.0)) / wall, 3) for k, v in by1.items()
+                                        if v - by0.get(k, 0.0) > 0.005 * wall},
         "client_cpu_cores": (own1 - own0) / wall,
         "foreign_load_cores": foreign,
         "events": {k: sum(c["events"].get(k, 0) for c in clients) for k in sorted({k for c in clients for k in c["events"]})},
@@ -542,6 +575,9 @@ def bench_arch(arch: str, args, audio: np.ndarray, cache_dir: Path) -> dict:
                 )
                 for e in r["errors"][:5]:
                     log(f"  {e}")
+                if r["server_cpu_cores_by_process"]:
+                    log("  server cores by process: " + ", ".join(
+                        f"{k} {v:.2f}" for k, v in sorted(r["server_cpu_cores_by_process"].items(), key=lambda kv: -kv[1])))
                 time.sleep(args.pause)
                 if r["realtime"]:
                     passed = True
@@ -628,6 +664,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max-pending", type=float, default=None, help="seconds of audio; passed to the server (its default: per device)")
     ap.add_argument("--server-option", action="append", default=[], metavar="OPT",
                     help="extra server option, repeatable (e.g. --server-option=--no-focus --server-option=--cues=off)")
+    ap.add_argument("--ray", action="store_true", help="run the server as a Ray Serve application (emostream[ray])")
+    ap.add_argument("--ingress-replicas", type=int, default=2, help="with --ray: ingress replicas")
+    ap.add_argument("--scorer-replicas", type=int, default=1, help="with --ray: scorer replicas")
+    ap.add_argument("--ingress-port", action="store_true",
+                    help="with --ray: stream to the ingress replicas' shared port instead of Serve's HTTP proxy")
     ap.add_argument("--seconds", type=float, default=30.0, help="audio each client streams per N")
     ap.add_argument("--warmup", type=float, default=5.0, help="stream seconds whose windows are not counted")
     ap.add_argument("--max-n", type=int, default=16, help="stop the sweep here at the latest")
@@ -707,6 +748,10 @@ def main(argv=None) -> int:
           "after model load, or after the warm-up stream) / N")
     if args.server_option:
         print(f"extra server options: {' '.join(args.server_option)}")
+    if args.ray:
+        print(f"Ray Serve: {args.ingress_replicas} ingress and {args.scorer_replicas} scorer replica(s) on a local Ray; "
+              "server CPU and RSS summed over the server's process tree; /metrics come from one ingress replica"
+              + ("; streams on the ingress replicas' own port (--ingress-port)" if args.ingress_port else ""))
     for res in results:
         mib = 2**20
         print(f"\n{res['arch']} ({res['dtype']}): server ready in {res['load_seconds']:.0f} s; idle RSS "

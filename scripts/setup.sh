@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up emostream on a fresh Debian/Ubuntu machine: system packages, then a virtualenv in .venv.
 #   scripts/setup.sh          what the analyzer and server need
-#   scripts/setup.sh --test   plus what the test suite needs (espeak-ng, ffmpeg, pytest, ...)
+#   scripts/setup.sh --test   plus what the test suite needs (espeak-ng, ffmpeg, pytest, Ray, ...)
+#   scripts/setup.sh --ray    plus Ray Serve for `emostream serve --ray`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,9 @@ python3 -m venv .venv
 # on GPU machines; an unpinned torch would pull a multi-GB CUDA build everywhere.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 if [[ "${1:-}" == "--test" ]]; then
-    .venv/bin/python -m pip install -q -e ".[test]"
+    .venv/bin/python -m pip install -q -e ".[test,ray]"  # the Ray tests run in CI too, never skipped
+elif [[ "${1:-}" == "--ray" ]]; then
+    .venv/bin/python -m pip install -q -e ".[ray]"
 else
     .venv/bin/python -m pip install -q -e .
 fi

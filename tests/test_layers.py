@@ -27,8 +27,9 @@ LAYERS = {
     "stream.protocol": 4,
     "stream.offline": 5,
     "stream.server": 6,
-    "stream.cli": 7,
-    "server": 8,  # the entry point: nothing imports it
+    "stream.cluster": 7,  # the server on Ray Serve (optional extra)
+    "stream.cli": 8,
+    "server": 9,  # the entry point: nothing imports it
 }
 
 

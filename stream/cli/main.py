@@ -33,11 +33,14 @@ from .listen import add_listen_options
 from .listen import run as run_listen
 from .options import (
     add_analysis_options,
+    add_cluster_options,
     add_model_options,
     add_server_options,
     analyzer_config,
+    cluster_options_from_args,
     decision_data,
     load_scorer_from_args,
+    model_options_from_args,
     settings_from_args,
 )
 
@@ -232,7 +235,21 @@ def cmd_serve(args) -> int:
             raise EmostreamError("--demo runs its own random-weight model: leave out --model and --model-dir")
         args.model_dir = str(demo_model_dir())
         print(f"demo: serving the random-weight model in {args.model_dir}\n{RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    if args.ray:
+        return _serve_on_ray(settings, args)
     serve(settings, load_scorer_from_args(args))
+    return 0
+
+
+def _serve_on_ray(settings, args) -> int:
+    """`serve --ray`: the same server as a Ray Serve application; Ray is imported only here."""
+    options = cluster_options_from_args(args)
+    options.check()
+    try:
+        from stream.cluster.launch import run
+    except ImportError as exc:
+        raise EmostreamError(f"--ray needs Ray Serve: pip install 'emostream[ray]' ({exc})") from exc
+    run(settings, model_options_from_args(args), options)
     return 0
 
 
@@ -270,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no weights needed: serve a tiny RANDOM-weight model (written once to ~/.cache/emostream) "
                         "to see the server and dashboard work; its output is not emotion recognition")
     add_server_options(p)
+    add_cluster_options(p)
     add_model_options(p)
     add_analysis_options(p)
     p.set_defaults(func=cmd_serve)

@@ -16,6 +16,7 @@ from pathlib import Path
 from models.architectures import HUBS, SIZES
 from models.loader import DTYPES, ModelOptions, load_scorer
 from models.scoring import Scorer
+from stream.cluster.topology import ClusterOptions
 from stream.decision.config import CUE_MODES, DecisionConfig, FocusConfig
 from stream.decision.fear_disgust import DecisionData
 from stream.decision.fusion import FusionConfig
@@ -104,7 +105,12 @@ def analyzer_config(args) -> AnalyzerConfig:
 
 def load_scorer_from_args(args) -> Scorer:
     """Load the scorer the model options describe."""
-    opts = ModelOptions.from_env(
+    return load_scorer(model_options_from_args(args))
+
+
+def model_options_from_args(args) -> ModelOptions:
+    """The ModelOptions the model options describe (nothing loaded)."""
+    return ModelOptions.from_env(
         model=args.model,
         hub=args.hub,
         model_dir=args.model_dir,
@@ -113,7 +119,6 @@ def load_scorer_from_args(args) -> Scorer:
         threads=args.threads,
         offline=args.offline,
     )
-    return load_scorer(opts)
 
 
 def decision_data(args, scorer: Scorer) -> DecisionData:
@@ -152,3 +157,22 @@ def settings_from_args(args, analyzer: AnalyzerConfig) -> ServerSettings:
         values[f.name] = (value or None) if f.default is None else value
     return ServerSettings(**values, analyzer=analyzer, profiles=args.profiles, centroids=args.centroids,
                           chunk_seconds=args.chunk, context_seconds=args.chunk_context)
+
+
+def _cluster_flag(name: str) -> str:
+    return "--ray-address" if name == "address" else "--" + name.replace("_", "-")
+
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """`--ray` and the layout of the Ray Serve application, one option per ClusterOptions field."""
+    g = p.add_argument_group("ray", "serve on Ray Serve (needs the extra: pip install 'emostream[ray]')")
+    g.add_argument("--ray", action="store_true", help="run as a Ray Serve application (docs/scaling.md)")
+    for f in fields(ClusterOptions):
+        if "help" in f.metadata:
+            g.add_argument(_cluster_flag(f.name), dest=f"ray_{f.name}", type=f.metadata["kind"], default=f.default,
+                           help=f"{f.metadata['help']}; default %(default)s")
+
+
+def cluster_options_from_args(args) -> ClusterOptions:
+    """ClusterOptions from parsed options."""
+    return ClusterOptions(**{f.name: getattr(args, f"ray_{f.name}") for f in fields(ClusterOptions) if "help" in f.metadata})

@@ -68,7 +68,18 @@ class EmostreamServer:
             self._retention = asyncio.get_running_loop().create_task(
                 sweep_forever(self.settings.recordings, self.settings.retention, lambda: list(self.sessions),
                               self.access_log), name="retention")
-        self.scheduler = BatchScheduler(
+        self.scheduler = self.make_scheduler()
+        self.scheduler.start()
+        if self.settings.mqtt:
+            self.mqtt = MqttPublisher(
+                self.settings.mqtt, prefix=self.settings.mqtt_prefix, ca_file=self.settings.mqtt_ca_file,
+                username=self.settings.mqtt_username, password=self.settings.mqtt_password,
+            )
+            await self.mqtt.start()
+
+    def make_scheduler(self) -> BatchScheduler:
+        """The scheduler that serves this server's model jobs (a cluster's ingress sends them elsewhere)."""
+        return BatchScheduler(
             self.scorer,
             max_batch=self.settings.max_batch,
             max_wait=self.settings.max_wait_ms / 1000,
@@ -77,13 +88,6 @@ class EmostreamServer:
             measure_processes=self.settings.measure_processes,
             adaptive_wait=self.policy.adaptive_wait,
         )
-        self.scheduler.start()
-        if self.settings.mqtt:
-            self.mqtt = MqttPublisher(
-                self.settings.mqtt, prefix=self.settings.mqtt_prefix, ca_file=self.settings.mqtt_ca_file,
-                username=self.settings.mqtt_username, password=self.settings.mqtt_password,
-            )
-            await self.mqtt.start()
 
     def repair_interrupted(self) -> None:
         """Sessions still marked "live" died with an earlier server process: make them readable."""
@@ -178,6 +182,10 @@ class EmostreamServer:
             shutil.rmtree(self.settings.recordings / spec.session_id, ignore_errors=True)
             raise RecordingFailed(f"cannot create the recording: {exc.strerror or exc}") from None
 
+    def live_sessions(self) -> list[dict]:
+        """Every live session as dashboards list it (a cluster's ingress adds the other replicas')."""
+        return [s.describe() for s in self.sessions.values()]
+
     def end_session(self, session: LiveSession, summary: dict) -> None:
         """Unregister a session and tell the monitors."""
         self.sessions.pop(session.spec.session_id, None)
@@ -199,9 +207,9 @@ class EmostreamServer:
         return uuid.uuid4().hex[:16]
 
 
-def create_app(settings: ServerSettings, scorer: Scorer) -> WebGuard:
-    """The ASGI application (Starlette) around one loaded scorer."""
-    server = EmostreamServer(settings, scorer)
+def create_app(settings: ServerSettings, scorer: Scorer, server: EmostreamServer | None = None) -> WebGuard:
+    """The ASGI application (Starlette) around one loaded scorer (or around a ready `server`)."""
+    server = server or EmostreamServer(settings, scorer)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -66,7 +66,7 @@ async def sessions(request: Request) -> JSONResponse:
         description: '{"sessions": [session.json of each, with "live": true/false]}'
     """
     server = request.app.state.server
-    live = set(server.sessions)
+    live = {s["session_id"] for s in server.live_sessions()}
     items = list_sessions(server.settings.recordings)
     for item in items:
         item["live"] = item.get("session_id") in live

@@ -251,7 +251,7 @@ async def monitor(ws: WebSocket) -> None:
     await ws.accept()
     server = ws.app.state.server
     box = Outbox(ws, max_bytes=server.settings.max_queue_bytes)
-    box.put({"type": "sessions", "sessions": [s.describe() for s in server.sessions.values()]})
+    box.put({"type": "sessions", "sessions": server.live_sessions()})
     server.monitor.outboxes.add(box)
     try:
         while (await ws.receive())["type"] != "websocket.disconnect":
