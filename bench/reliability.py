@@ -72,7 +72,7 @@ def pcm16(x: np.ndarray) -> bytes:
 def server_args(args, *options: str) -> argparse.Namespace:
     """The options bench.concurrent.Server reads."""
     return argparse.Namespace(device="cpu", dtype="float32", threads=args.threads, max_batch=None,
-                              max_wait_ms=None, max_pending=None, server_option=list(options))
+                              max_wait_ms=None, max_pending=None, server_option=list(options), ray=False)
 
 
 def start(model_dir: Path, args, workdir: Path, *options: str) -> Server:

@@ -58,6 +58,9 @@ class ClusterServer(EmostreamServer):
         return RemoteScheduler(
             self.scorer.handle, len(self.scorer.labels), self.scorer.embed_dim,
             max_pending=self.settings.max_pending, retry_seconds=self.options.retry_seconds,
+            # One measuring process per replica keeps pitch tracking off its event loop; the
+            # replicas themselves already spread over the cores.
+            measure_processes=min(self.settings.measure_processes, 1),
         )  # fmt: skip
 
     async def startup(self) -> None:

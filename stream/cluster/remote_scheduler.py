@@ -15,16 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
+from models.frames import SAMPLE_RATE
 from models.scoring import FrameOutput
 from stream.engine.jobs import ChunkJob, EvidenceJob, FocusJob, ModelJob
-from stream.server.scheduler import Overloaded
+from stream.server.measuring import Measurer
+from stream.server.scheduler import BACKGROUND, LIVE, Overloaded
 
 from .scorer import ChunkRequest, ChunkResult
 
@@ -55,20 +56,23 @@ class RemoteScheduler:
         scorer,
         n_labels: int,
         embed_dim: int,
-        max_pending: int = 64,
+        max_pending: float = 180.0,
         retry_seconds: float = 120.0,
+        measure_processes: int = 0,
     ):
-        """`scorer`: a DeploymentHandle to ScorerDeployment; at most `max_pending` jobs in flight from here."""
+        """`scorer`: a DeploymentHandle to ScorerDeployment; at most `max_pending` seconds of audio in flight from here.
+
+        `measure_processes` worker processes measure the decision layer's evidence, as in the
+        in-process scheduler (0: one thread of this replica)."""
         self.handle = scorer
         self.n_labels = n_labels
         self.embed_dim = embed_dim
         self.max_pending = max_pending
         self.retry_seconds = retry_seconds
         self._inflight: set[asyncio.Task] = set()
+        self._pending_samples = 0  # live jobs' audio in flight, 16 kHz samples
         self._capacity_listeners: set[Callable[[], None]] = set()
-        # Measurements one at a time, as in the in-process scheduler: they compete with this
-        # replica's event loop for its CPU.
-        self._measurer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emostream-measure")
+        self._measurer = Measurer(measure_processes)
         self.retries = 0
         self.completed = 0
 
@@ -78,9 +82,14 @@ class RemoteScheduler:
         return len(self._inflight)
 
     @property
+    def pending_seconds(self) -> float:
+        """Seconds of this replica's live audio waiting for the model."""
+        return self._pending_samples / SAMPLE_RATE
+
+    @property
     def saturated(self) -> bool:
         """True when no more jobs are accepted from this replica."""
-        return len(self._inflight) >= self.max_pending
+        return self.pending_seconds >= self.max_pending
 
     def start(self) -> None:
         """Nothing to start: the Scorer deployment runs on its own."""
@@ -91,21 +100,32 @@ class RemoteScheduler:
             task.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        self._measurer.shutdown(wait=False, cancel_futures=True)
+        self._measurer.shutdown()
 
-    def submit(self, job: ModelJob) -> asyncio.Future:
-        """Send a job to the Scorer; the future resolves to a FrameOutput. Raises Overloaded when full."""
-        if self.saturated:
-            raise Overloaded(f"model queue full ({self.max_pending} chunks waiting)")
+    def submit(self, job: ModelJob, priority: int = LIVE) -> asyncio.Future:
+        """Send a job to the Scorer; the future resolves to a FrameOutput. Raises Overloaded when full.
+
+        BACKGROUND jobs (a /api/predict file's pieces) never count toward `saturated`; the Scorer
+        deployment's own queue orders them with everyone's.
+        """
+        live = priority != BACKGROUND
+        if live and self.saturated:
+            raise Overloaded(f"model queue full ({self.pending_seconds:.1f} s of audio waiting)")
         future = asyncio.get_running_loop().create_future()
+        if live:
+            self._pending_samples += len(job.audio)
+            future.add_done_callback(lambda _, n=len(job.audio): self._release(n))
         task = asyncio.get_running_loop().create_task(self._run(job, future))
         self._inflight.add(task)
         task.add_done_callback(self._finished)
         return future
 
     def measure(self, job: EvidenceJob) -> asyncio.Future:
-        """Run a CPU-only `EvidenceJob` on the measuring thread; the future resolves to its Evidence."""
-        return asyncio.wrap_future(self._measurer.submit(job.run))
+        """Run a CPU-only `EvidenceJob` in the measuring pool; the future resolves to its Evidence."""
+        return asyncio.wrap_future(self._measurer.submit(job))
+
+    def _release(self, samples: int) -> None:
+        self._pending_samples -= samples
 
     def when_capacity(self, listener: Callable[[], None]) -> None:
         """Call `listener` once after the next job leaves the queue."""
@@ -143,7 +163,8 @@ class RemoteScheduler:
                 if isinstance(job, FocusJob):
                     logits = await self.handle.score_crops.remote(job.audio)
                     return FrameOutput(logits, np.zeros((0, self.embed_dim), np.float32))
-                raise TypeError(f"not a model job: {type(job).__name__}")
+                # Any other job with `audio` (a /api/predict file's piece): the whole output.
+                return (await self.handle.score.remote([job.audio]))[0]
             except RETRYABLE as exc:
                 if time.monotonic() + delay > deadline:
                     raise Overloaded(f"no scorer replica answered for {self.retry_seconds:g} s: {exc}") from exc

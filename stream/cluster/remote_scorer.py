@@ -24,6 +24,9 @@ class RemoteScorer:
         self.model_id = info.model_id
         self.random_weights = info.random_weights
         self.embed_dim = info.embed_dim
+        self.precision = info.precision
+        self.planted = info.planted
+        self.device = info.device
         self.handle = handle
 
     def score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:

@@ -27,6 +27,9 @@ class ModelInfo:
     model_id: str
     random_weights: bool
     embed_dim: int
+    precision: str  # what the replicas compute in (float32, bfloat16, float16, int8)
+    planted: str | None  # a planted test head's kind, else None
+    device: str  # the replicas' torch device: the ingress follows its batching and chunk policy
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,12 @@ class ScorerDeployment:
         self.running = 0  # jobs in the forward pass now
 
     def info(self) -> ModelInfo:
-        """The model's labels, id, random-weights flag and feature size."""
+        """What an ingress replica needs of the model: labels, id, flags, feature size, precision, device."""
         s = self.scorer
-        return ModelInfo(tuple(s.labels), s.model_id, bool(s.random_weights), int(s.embed_dim))
+        return ModelInfo(
+            tuple(s.labels), s.model_id, bool(s.random_weights), int(s.embed_dim), s.precision, s.planted,
+            str(s.device),
+        )
 
     def stats(self) -> dict:
         """Forward passes and jobs this replica served, and its Ray node (for /healthz and tests)."""
