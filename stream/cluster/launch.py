@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve import Application
 
 from models.loader import ModelOptions
-from stream.server.settings import ServerSettings
+from stream.server.settings import ServerSettings, for_device
 
 from .hub import SessionHub
 from .ingress import IngressDeployment
@@ -47,13 +47,16 @@ def build_app(settings: ServerSettings, model: ModelOptions, options: ClusterOpt
     """The Serve application: Ingress replicas in front of Scorer replicas and one SessionHub."""
     options.check()
     settings, model = absolute(settings, model)
+    # Unset batching, queue and chunk settings follow the scorers' device, as in one process.
+    settings, _ = for_device(settings, "cuda" if options.gpus_per_scorer > 0 else "cpu")
+    jobs_per_replica = math.ceil(settings.max_pending / settings.analyzer.chunk_seconds)
     scorer = serve.deployment(
         ScorerDeployment,
         name="Scorer",
         num_replicas=options.scorer_replicas,
         ray_actor_options={"num_cpus": options.cpus_per_scorer, "num_gpus": options.gpus_per_scorer},
-        # Every ingress replica may have --max-pending jobs out; they wait in @serve.batch's queue.
-        max_ongoing_requests=max(options.ingress_replicas * settings.max_pending, 2 * settings.max_batch),
+        # Every ingress replica may have --max-pending seconds of chunks out; they wait in @serve.batch's queue.
+        max_ongoing_requests=max(options.ingress_replicas * jobs_per_replica, 2 * settings.max_batch),
         health_check_period_s=5,
         logging_config=LOGGING,
     ).bind(model, settings.max_batch, settings.max_wait_ms / 1000)

@@ -84,5 +84,10 @@ class Measurer:
             return self._pool.submit(_run, job)
 
     def shutdown(self) -> None:
-        """Stop the workers; queued jobs are cancelled."""
+        """Stop the workers now; queued jobs are cancelled, a measurement in progress is abandoned."""
+        # A worker still warming up (imports, pYIN's JIT) or measuring a long segment would hold
+        # the server's exit for many seconds: the pool joins its workers when the process exits.
+        workers = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()

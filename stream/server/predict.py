@@ -54,6 +54,8 @@ class ScheduledScorer:
         self.model_id = scorer.model_id
         self.random_weights = scorer.random_weights
         self.embed_dim = scorer.embed_dim
+        self.precision = scorer.precision
+        self.planted = scorer.planted
         self._scheduler = scheduler
         self._loop = loop
 

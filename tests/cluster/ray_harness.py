@@ -57,7 +57,7 @@ def deploy(model_dir: Path, tmp: Path, **layout) -> RayApp:
     serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
     settings = ServerSettings(port=port, token=TOKEN, recordings=tmp / "recordings", max_wait_ms=50)
     options = ClusterOptions(**{"cpus_per_ingress": 0.2, "cpus_per_scorer": 0.2, "cpus_for_hub": 0.05, **layout})
-    model = ModelOptions(model_dir=str(model_dir), device="cpu", threads=1, offline=True)
+    model = ModelOptions(model_dir=str(model_dir), device="cpu", threads=1, offline=True, dtype="float32")
     serve.run(build_app(settings, model, options), name=options.app_name, route_prefix="/")
     app = RayApp(port, settings.recordings, options.ingress_port)
     deadline = time.monotonic() + 60

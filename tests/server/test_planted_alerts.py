@@ -75,7 +75,7 @@ def test_mqtt_delivers_planted_alerts_as_qos1_across_a_broker_restart(planted_mo
         assert sub.wait(lambda r: any(p["type"] == "session_ended" for _, _, p in r), 30)
         over_mqtt = [(t, p) for t, p in unique(sub.received) if is_alert(p)]
         assert [p for _, p in over_mqtt] == alerts  # every alert, once, in order, unchanged
-        assert all(t == f"emostream/planted-mqtt/{p['type']}" for t, p in over_mqtt)
+        assert all(t == f"emostream/planted-mqtt/all/{p['type']}" for t, p in over_mqtt)  # unsplit: party "all"
         alert_qos = {q for q, _, p in sub.received if is_alert(p)}
         assert alert_qos == {1} and all(qos_for(m) == 1 for m in alerts)
         counts = {k: sum(p["type"] == k for _, p in over_mqtt) for k in ALERTS}

@@ -241,7 +241,8 @@ def test_malformed_messages_get_errors_and_the_session_survives(server, pcm):
 
 
 def test_token_guards_every_endpoint_but_healthz(server):
-    health = httpx.get(f"{server.http}/healthz")
+    assert httpx.get(f"{server.http}/healthz").json() == {"status": "ok"}  # details need a credential
+    health = httpx.get(f"{server.http}/healthz", headers=server.headers)
     assert health.status_code == 200 and health.json()["precision"] == "float32"
     for path in ("/metrics", "/api/sessions", "/api/sessions/x", "/api/sessions/x/audio", "/api/sessions/x/events"):
         assert httpx.get(f"{server.http}{path}").status_code == 401, path
