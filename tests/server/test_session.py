@@ -134,7 +134,7 @@ def test_measurements_in_worker_processes_give_the_same_events(scorer, speech_si
         sched = BatchScheduler(scorer, max_batch=4, max_wait=0.01, measure_processes=2)
         sched.start()
         got = []
-        session = LiveSession(spec(5), config, scorer, sched, hooks=SessionHooks(publish=lambda s, ev: got.extend(ev)))
+        session = LiveSession(spec(5), config, scorer, sched, hooks=SessionHooks(publish=lambda s, ev, party: got.extend(ev)))
         got.insert(0, session.info_event)
         for start in range(0, len(samples), 1600):
             session.feed(samples[start : start + 1600])
