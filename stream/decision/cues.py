@@ -25,12 +25,18 @@ from models.frames import SAMPLE_RATE
 F0_MIN_HZ = 60.0  # below the lowest common male F0
 F0_MAX_HZ = 500.0  # above high female/child speech; fear raises F0, so leave room
 F0_FRAME_SECONDS = 0.064  # ≥ 2 periods of F0_MIN_HZ, as YIN needs
-F0_HOP_SECONDS = 0.010
+# 20 ms frames: the contour shapes span 0.2 s and more, and pYIN's cost (its Viterbi pass and a
+# per-frame scipy call) is per frame, so this halves the worst case of the pipeline's CPU
+# (issue 10) with the same shapes on the benchmark speech as 10 ms (bench/README.md).
+F0_HOP_SECONDS = 0.020
+# pYIN's voiced/unvoiced switch probability is per frame; librosa's 0.01 is tuned for ~10 ms
+# frames, so scale it to keep the same switching rate per second.
+VOICING_SWITCH_PROB = 1.0 - (1.0 - 0.01) ** (F0_HOP_SECONDS / 0.010)
 PITCH_RESOLUTION_ST = 0.25  # pYIN's pitch grid: 8x finer than the 2 st the shapes need, ~1/3 the cost of 0.1 st
-MIN_VOICED_FRAMES = 10  # 0.1 s of voicing: less than that has no contour worth a shape
+MIN_VOICED_FRAMES = 5  # 0.1 s of voicing: less than that has no contour worth a shape
 
 # Contour shape (semitones; rule in `contour_shape`).
-SMOOTH_FRAMES = 5  # median filter over 50 ms removes octave jumps and jitter
+SMOOTH_FRAMES = 3  # median filter over 60 ms removes octave jumps and jitter
 FLAT_RANGE_ST = 2.0  # a 5–95 % range under 2 st (a whole tone) sounds level
 SHAPE_ST = 2.0  # a rise or fall counts when it spans at least a whole tone
 EDGE_FRACTION = 0.2  # start/end levels: median of the first/last 20 % of the contour
@@ -124,13 +130,14 @@ def acoustic_cues(samples: np.ndarray, rate: int = SAMPLE_RATE) -> AcousticCues:
 
 
 def voiced_f0(samples: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """F0 per 10 ms frame in Hz (pYIN), NaN where unvoiced."""
+    """F0 per F0_HOP_SECONDS frame in Hz (pYIN), NaN where unvoiced."""
     frame = int(2 ** np.ceil(np.log2(F0_FRAME_SECONDS * rate)))  # FFT-friendly, ≥ 64 ms
     if len(samples) < frame:
         return np.full(0, np.nan)
     f0, voiced, _ = librosa.pyin(
         samples, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=rate, frame_length=frame,
         hop_length=round(F0_HOP_SECONDS * rate), center=False, resolution=PITCH_RESOLUTION_ST,
+        switch_prob=VOICING_SWITCH_PROB,
     )
     return np.where(voiced, f0, np.nan)
 

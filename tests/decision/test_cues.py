@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, sosfiltfilt
 
-from stream.decision.cues import AcousticCues, acoustic_cues, contour_shape, describe
+from stream.decision.cues import MIN_VOICED_FRAMES, AcousticCues, acoustic_cues, contour_shape, describe
 
 RATE = 16000
 
@@ -63,7 +63,8 @@ def test_contour_shape_rules_directly():
     assert contour_shape(up_down) == "rise_fall"
     assert contour_shape(np.concatenate([np.zeros(70), np.linspace(0, 5, 30)])) == "low_rise"
     assert contour_shape(np.zeros(n)) == "flat"
-    assert contour_shape(np.zeros(5)) == "unknown"
+    assert contour_shape(np.zeros(MIN_VOICED_FRAMES - 1)) == "unknown"  # under 0.1 s of voicing
+    assert contour_shape(np.zeros(MIN_VOICED_FRAMES)) == "flat"
 
 
 def test_band_2_4k_ratio(rng):
