@@ -165,7 +165,7 @@ class Client:
         except ConnectionClosed:
             pass
         finally:
-            rcvd = self._ws.close_rcvd
+            rcvd = self._ws.protocol.close_rcvd
             self._put(_Closed(rcvd.code if rcvd else None, rcvd.reason if rcvd else ""))
 
     def _put(self, item) -> None:
@@ -203,7 +203,7 @@ class Client:
     @property
     def close_code(self) -> int | None:
         """The close code the server sent (1000: a normal end); None while open or without a close frame."""
-        rcvd = self._ws.close_rcvd if self._ws is not None else None
+        rcvd = self._ws.protocol.close_rcvd if self._ws is not None else None
         return rcvd.code if rcvd else None
 
     def closed_error(self) -> ClientError:
@@ -213,7 +213,7 @@ class Client:
                 return ServerError(item["code"], item.get("message", ""))
         if self._closing_error is not None:
             return self._closing_error
-        rcvd = self._ws.close_rcvd if self._ws is not None else None
+        rcvd = self._ws.protocol.close_rcvd if self._ws is not None else None
         return StreamClosed(rcvd.code if rcvd else None, rcvd.reason if rcvd else "")
 
     # ---- receiving -----------------------------------------------------------------------
