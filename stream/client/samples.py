@@ -28,7 +28,8 @@ def encode_samples(samples, encoding: str, channels: int = 1) -> bytes:
     if encoding == "pcm_f32le":
         return (floats if floats is not None else ints.astype(np.float32) / 32768).astype("<f4").tobytes()
     if ints is None:
-        ints = np.rint(np.clip(floats, -1.0, 1.0) * 32767).astype(np.int16)
+        # x 32768, the inverse of int16 / 32768: a decoded 16-bit file is sent bit-exact
+        ints = np.clip(np.rint(floats * 32768), -32768, 32767).astype(np.int16)
     if encoding == "pcm_s16le":
         return ints.astype("<i2").tobytes()
     if encoding == "mulaw":

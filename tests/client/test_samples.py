@@ -15,7 +15,7 @@ def test_int16_and_float_round_trip_through_the_servers_decoder():
     f = decode_frames(encode_samples(x, "pcm_f32le"), "pcm_f32le", 1)[:, 0]
     assert np.allclose(f, x / 32768)
     floats = np.array([0.0, 0.5, -1.0, 2.0], np.float64)  # out of range is clipped
-    assert list(decode_frames(encode_samples(floats, "pcm_s16le"), "pcm_s16le", 1)[:, 0]) == [0, 16384, -32767, 32767]
+    assert list(decode_frames(encode_samples(floats, "pcm_s16le"), "pcm_s16le", 1)[:, 0]) == [0, 16384, -32768, 32767]
     mu = decode_frames(encode_samples(x, "mulaw"), "mulaw", 1)[:, 0]
     assert np.all(np.abs(mu.astype(int) - x) <= (np.abs(x.astype(int)) + 132) / 32 + 1)
 
