@@ -26,10 +26,11 @@ LAYERS = {
     "stream.engine": 3,
     "stream.protocol": 4,
     "stream.offline": 5,
-    "stream.server": 6,
-    "stream.cluster": 7,  # the server on Ray Serve (optional extra)
-    "stream.cli": 8,
-    "server": 9,  # the entry point: nothing imports it
+    "stream.client": 6,  # the /ws/stream client: never imports the server
+    "stream.server": 7,
+    "stream.cluster": 8,  # the server on Ray Serve (optional extra)
+    "stream.cli": 9,
+    "server": 10,  # the entry point: nothing imports it
 }
 
 

@@ -19,18 +19,16 @@ import sys
 import time
 from collections import deque
 from typing import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from models.errors import EmostreamError
 from models.labels import with_emoji
+from stream.client import Client, ClientError, ServerError, stream_url
 from stream.engine.analyzer import StreamAnalyzer
 from stream.engine.config import AnalyzerConfig
 from stream.engine.events import to_dict
-from stream.protocol.native import ProtocolError, StartMessage, StopMessage, check_party_names
+from stream.protocol.native import ProtocolError, check_party_names
 from vad import INPUT_RATES
 
 from .options import analyzer_config, decision_data, load_scorer_from_args
@@ -396,81 +394,55 @@ class LocalEngine:
 
 def server_url(url: str) -> str:
     """ws://host:port -> ws://host:port/ws/stream (a URL with a path is kept as given)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        raise ListenError(f"--server must be a ws:// or wss:// URL, got {url!r}")
-    if parts.path in ("", "/"):
-        parts = parts._replace(path="/ws/stream")
-    return urlunsplit(parts)
+    try:
+        return stream_url(url)
+    except ClientError:
+        raise ListenError(f"--server must be a ws:// or wss:// URL, got {url!r}") from None
 
 
 class ServerEngine:
-    """A `/ws/stream` client: start, binary int16 blocks, stop; the server's messages are emitted."""
+    """`--server`: the audio goes to a running server through `stream.client.Client`; its messages are emitted."""
 
     def __init__(
         self, url: str, token: str | None, sample_rate: int, emit: Callable[[dict], None], context: str | None = None,
         parties: tuple[str, ...] = (),
     ):
-        self.parties = parties  # a split stream: (n, parties) int16 blocks sent interleaved
-        self.url = server_url(url)
-        self.token = token
-        self.rate = sample_rate
-        self.context = context
+        # A split stream: (n, parties) int16 blocks, sent interleaved.
+        self.client = Client(server_url(url), token=token, sample_rate=sample_rate, encoding="pcm_s16le",
+                             channels=max(1, len(parties)), split_channels=bool(parties), parties=parties,
+                             context=context, metadata={"source": "emostream listen"})
         self.emit = emit
-        self.ws = None
         self._reader: asyncio.Task | None = None
-        self.closed_early = False
 
     async def start(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        try:
-            self.ws = await asyncio.wait_for(
-                connect(self.url, additional_headers=headers, max_size=None, open_timeout=10), 15)
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            hint = " (wrong or missing --token?)" if status in (401, 403) else ""
-            raise ListenError(f"the server refused the connection: HTTP {status}{hint}") from None
-        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
-            raise ListenError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
-        start = StartMessage(self.rate, "pcm_s16le", channels=max(1, len(self.parties)), context=self.context,
-                             metadata={"source": "emostream listen"}, split_channels=bool(self.parties),
-                             parties=self.parties)
-        await self.ws.send(json.dumps(start.to_dict()))
+        await self.client.open()
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        try:
-            async for text in self.ws:
-                if isinstance(text, str):
-                    self.emit(json.loads(text))
-        except ConnectionClosed:
-            pass
-        self.closed_early = True
+        """Emit every message; an `error` is shown and the session goes on; an abnormal close raises."""
+        while True:
+            try:
+                async for message in self.client.messages():
+                    self.emit(message)
+                return
+            except ServerError as exc:
+                self.emit(exc.to_dict())
 
     async def feed(self, block: np.ndarray) -> None:
         if self._reader.done():
-            raise ListenError(f"the server closed the connection ({self._close_reason()})")
-        try:
-            await self.ws.send(block.astype("<i2", copy=False).tobytes())
-        except ConnectionClosed:
-            raise ListenError(f"the server closed the connection ({self._close_reason()})") from None
-
-    def _close_reason(self) -> str:
-        rcvd = self.ws.close_rcvd if self.ws is not None else None
-        return f"{rcvd.code} {rcvd.reason}".strip() if rcvd else "no close frame"
+            raise self.client.closed_error()
+        await self.client.send(block)
 
     async def finish(self) -> None:
-        if self.ws is None:
+        if self._reader is None:
             return
         try:
-            await self.ws.send(json.dumps(StopMessage().to_dict()))
+            await self.client.stop()
             await asyncio.wait_for(asyncio.shield(self._reader), 60)  # final events, summary, close 1000
-        except ConnectionClosed:
-            pass
         except asyncio.TimeoutError:
             raise ListenError("the server sent no summary within 60 s of stop") from None
         finally:
-            await self.ws.close()
+            await self.client.close()
 
 
 # ---- capture loop ----------------------------------------------------------------------------

@@ -20,7 +20,9 @@ from websockets.exceptions import ConnectionClosed
 from audio_fixtures import write_wav16
 from server_harness import ROOT, start_server
 from stream.cli.main import main as cli_main
+from stream.client import Client
 from stream.protocol import mulaw
+from stream.protocol.native import SAMPLE_BYTES, decode_frames
 
 CHUNK = 0.1
 DECISION_FIELDS = {"emotion", "model_emotion", "profile", "enhanced", "withheld", "steps", "quality", "fusion",
@@ -49,19 +51,17 @@ async def _reader(ws, into: list):
         pass
 
 
-async def stream(server, audio: bytes, start: dict, bytes_per_chunk: int, pace: float = 0.0, headers=None):
-    """Run one native session; returns (messages, close code)."""
-    messages: list = []
-    async with connect(f"{server.ws}/ws/stream", additional_headers=headers or server.headers, max_size=None) as ws:
-        reader = asyncio.create_task(_reader(ws, messages))
-        await ws.send(json.dumps({"type": "start", **start}))
-        for i in range(0, len(audio), bytes_per_chunk):
-            await ws.send(audio[i : i + bytes_per_chunk])
+async def stream(server, audio: bytes, start: dict, bytes_per_chunk: int, pace: float = 0.0):
+    """Run one native session through stream.client; returns (messages, close code)."""
+    channels = start.get("channels", 1)
+    frames = decode_frames(audio, start["encoding"], channels)  # the bytes as the client sends them again
+    step = bytes_per_chunk // (SAMPLE_BYTES[start["encoding"]] * channels)
+    async with Client(server.ws, token=server.token, **start) as client:
+        for i in range(0, len(frames), step):
+            await client.send(frames[i : i + step])
             if pace:
                 await asyncio.sleep(pace)
-        await ws.send(json.dumps({"type": "stop"}))
-        await asyncio.wait_for(reader, 120)
-        return messages, ws.close_code
+        return await client.finish(120), client.close_code
 
 
 def events_of(messages, kind=None):
