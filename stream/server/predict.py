@@ -50,14 +50,14 @@ class ScheduledScorer:
     """
 
     def __init__(self, scorer, scheduler: BatchScheduler, loop: asyncio.AbstractEventLoop):
-        self.labels = scorer.labels
-        self.model_id = scorer.model_id
-        self.random_weights = scorer.random_weights
-        self.embed_dim = scorer.embed_dim
-        self.precision = scorer.precision
-        self.planted = scorer.planted
+        self._scorer = scorer
         self._scheduler = scheduler
         self._loop = loop
+
+    def __getattr__(self, name: str):
+        # Labels, model id, precision, planted...: the wrapped scorer's, so the Scorer protocol can
+        # grow without this wrapper copying each new attribute (only `score` takes another path).
+        return getattr(self._scorer, name)
 
     def score(self, waveforms: Sequence[np.ndarray]) -> list[FrameOutput]:
         """Score each waveform through the scheduler, in order."""
