@@ -4,6 +4,8 @@
 #
 # Before sending the checkout (on the machine with the project's venv; see ../shared/gpu/README.md):
 #   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu && cp -r ../shared/gpu/wheels .gpu/
+#   .venv/bin/python -m pip download --no-deps --only-binary :all: --python-version 3.12 \
+#     --platform manylinux2014_x86_64 -d .gpu/wheels praat-parselmouth   # the cues' pitch tracker, not in ../shared
 #   PYTHONPATH=. .venv/bin/python -c "from pathlib import Path; from bench.speech import benchmark_audio; benchmark_audio(Path('.gpu/cache'), 3.0)"
 # then run `bash bench/device_check.sh` there with `.gpu` carried along.
 #

@@ -1,6 +1,6 @@
 """Where the decision layer's measurements run: a pool of worker processes sized to the cores.
 
-An `EvidenceJob` (a segment's quality check and acoustic cues: Welch spectra, pYIN pitch
+An `EvidenceJob` (a segment's quality check and acoustic cues: Welch spectra, Praat pitch
 tracking) is pure CPU work on numpy arrays. In the server process it would share the GIL with
 the event loop and the model's launching thread, and one measuring thread caps the whole
 server at one core's worth of pitch tracking. Worker processes take it off that core: each
@@ -23,7 +23,7 @@ from stream.engine.jobs import EvidenceJob
 
 log = logging.getLogger(__name__)
 
-WARM_UP_SECONDS = 1.0  # a tone this long makes each worker import and compile what pYIN needs
+WARM_UP_SECONDS = 1.0  # a tone this long makes each worker import what the measurements need
 
 
 def _start_worker() -> None:
@@ -36,7 +36,7 @@ def _start_worker() -> None:
 
 
 def _warm_up() -> int:
-    """Measure a short tone with cues, so the first real segment does not pay for imports and JIT."""
+    """Measure a short tone with cues, so the first real segment does not pay for the imports."""
     from stream.decision.config import DecisionConfig
 
     rate = 16000
@@ -85,7 +85,7 @@ class Measurer:
 
     def shutdown(self) -> None:
         """Stop the workers now; queued jobs are cancelled, a measurement in progress is abandoned."""
-        # A worker still warming up (imports, pYIN's JIT) or measuring a long segment would hold
+        # A worker still warming up (imports) or measuring a long segment would hold
         # the server's exit for many seconds: the pool joins its workers when the process exits.
         workers = list((getattr(self._pool, "_processes", None) or {}).values())
         self._pool.shutdown(wait=False, cancel_futures=True)
