@@ -12,7 +12,8 @@
 # Stages (each with its own time limit, each writing its JSON as it finishes, so a stage that
 # hangs still leaves the others' figures), results under bench/results/ and copied to $OUT:
 #   1. CUDA equality: tests/models/test_cuda.py (fp32/fp16/bf16 against CPU fp32, batch against alone)
-#   2. the model-only table: bench.gpu, large, float16/bfloat16/float32, batches 1-512, with --check on base
+#   2. the model-only table: bench.gpu, large, float16/bfloat16/float32, batches 1-512, with --check on base;
+#      then float16 batches 1 and 8 without CUDA graphs
 #   3. one server process, large, --dtype auto (float16), decision layer on, N = 64, 128, 256, 512
 set -u
 cd "$(dirname "$0")/.."
@@ -39,9 +40,12 @@ nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=cs
 stage "1/3 CUDA equality (tests/models/test_cuda.py)"
 timeout 75 "$PY" -m pytest -q -p no:cacheprovider tests/models/test_cuda.py --junitxml="$RESULTS/cuda-equality-$DAY.xml" 2>&1 | tail -15
 
-stage "2/3 model-only table (bench.gpu) with the equality check on base"
-timeout 170 "$PY" -m bench.gpu --device cuda --archs large --check --check-arch base --repeats 5 \
+stage "2/3 model-only table (bench.gpu, CUDA graphs where a batch fits) with the equality check on base"
+timeout 150 "$PY" -m bench.gpu --device cuda --archs large --check --check-arch base --repeats 5 \
   --json "$RESULTS/gpu-$DAY-cuda.json" 2>&1 | grep -v '^\[' | tail -30
+# The same small batches launched kernel by kernel: what the graphs save.
+timeout 30 "$PY" -m bench.gpu --device cuda --archs large --dtypes float16 --batches 1 8 --repeats 5 --no-graphs \
+  --json "$RESULTS/gpu-$DAY-cuda-eager.json" 2>&1 | grep -v '^\[' | tail -6
 
 stage "3/3 one server process, large, decision layer on, N = 64 128 256 512"
 timeout 230 "$PY" -m bench.concurrent --archs large --device cuda --dtype auto --ns 64 128 256 512 \

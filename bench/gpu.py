@@ -89,7 +89,9 @@ def time_batches(arch: str, dtype: str, args) -> list[dict]:
     peak = matmul_peak(device, "float32" if scorer.precision == "int8" else scorer.precision,
                        n=8192 if device.startswith("cuda") else 2048) * 1e9  # fmt: skip
     x = speech(args.cache_dir, args.chunk + args.context, max(args.batches))
-    flops_one, _ = flops_of(lambda: scorer.score([x[0]]))
+    flops_one, _ = flops_of(lambda: scorer.score([x[0]]))  # before any graph: the counter sees eager ops only
+    if args.graphs and scorer.device.type == "cuda":
+        scorer.prepare(max(args.batches), len(x[0]), capture_now=False)  # each batch's warm-up captures its graph
     rows = []
     for b in args.batches:
         waves = x[:b]
@@ -107,11 +109,14 @@ def time_batches(arch: str, dtype: str, args) -> list[dict]:
             log(f"{arch} {scorer.precision} batch {b}: {type(exc).__name__}: {str(exc)[:120]}")
             break
         t = statistics.median(times)
+        graphed = scorer.graphs is not None and scorer.graphs.covers(b, len(x[0]))
         row = {"arch": arch, "device": device, "dtype": dtype, "precision": scorer.precision, "batch": b,
+               "cuda_graph": graphed,
                "ms": 1000 * t, "owned_audio_s_per_s": args.chunk * b / t, "gflop": flops_one * b / 1e9,
                "achieved_tflops": flops_one * b / t / 1e12, "peak_tflops": peak / 1e12,
                "fraction_of_peak": flops_one * b / t / peak}  # fmt: skip
-        log(f"{arch} {scorer.precision} batch {b}: {row['ms']:.1f} ms, {row['owned_audio_s_per_s']:.0f} owned audio-s/s, "
+        log(f"{arch} {scorer.precision} batch {b}{' (CUDA graph)' if graphed else ''}: {row['ms']:.1f} ms, "
+            f"{row['owned_audio_s_per_s']:.0f} owned audio-s/s, "
             f"{100 * row['fraction_of_peak']:.1f} % of peak")
         rows.append(row)
     return rows
@@ -145,6 +150,8 @@ def main(argv=None) -> int:
     ap.add_argument("--context", type=float, default=1.0, help="left context per chunk, seconds")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per batch (default 10 on CUDA, 3 on the CPU)")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--no-graphs", dest="graphs", action="store_false",
+                    help="CUDA: launch every forward's kernels (default: replay captured graphs where a batch fits)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     ap.add_argument("--check", action="store_true", help="first compare every precision with CPU float32")
     ap.add_argument("--check-arch", default="base", choices=["tiny", "base", "large"], help="model of --check")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from typing import Sequence
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cuda_graphs import GraphedForward, frames_of
 from .frames import CONV_LAYERS, n_frames
 from .labels import is_unused, token_to_label
 from .scoring import FrameOutput, softmax
@@ -17,12 +19,15 @@ from .scoring import FrameOutput, softmax
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")
 BIAS_CACHE_LENGTHS = 32  # distinct chunk lengths whose ALiBi biases are kept
 
+log = logging.getLogger(__name__)
+
 
 class Emotion2vecScorer:
     """Runs a funasr-built emotion2vec+ model on batches of 16 kHz waveforms (a `Scorer`)."""
 
     def __init__(
-        self, auto_model, model_id: str, random_weights: bool, dtype: str = "float32", planted: str | None = None
+        self, auto_model, model_id: str, random_weights: bool, dtype: str = "float32", planted: str | None = None,
+        cuda_graphs: bool = True,
     ):
         """Wrap a loaded `funasr.AutoModel` (use models.loader.load_scorer to build one)."""
         self.auto_model = auto_model
@@ -43,6 +48,7 @@ class Emotion2vecScorer:
         # funasr masks 'unuse_*' tokens out of the softmax; dropping their logits is equivalent.
         self._used = [i for i, t in enumerate(tokens) if not is_unused(t)]
         self.labels: tuple[str, ...] = tuple(token_to_label(tokens[i]) for i in self._used)
+        self._used_index = torch.tensor(self._used, device=self.device)  # made once: a capture may not copy from the host
         self.embed_dim: int = self.model.cfg.get("embed_dim")
         encoder = self.model.modality_encoders["AUDIO"]
         spec = tuple((k, s) for _, k, s in encoder.feature_enc_layers)
@@ -53,6 +59,8 @@ class Emotion2vecScorer:
         self._cuda = self.device.type == "cuda"
         # Attention through one fused SDPA kernel (CUDA; tests turn it on for the CPU to check it).
         self.fused_attention = self._cuda
+        self.cuda_graphs = cuda_graphs and self._cuda  # captured by `prepare` (the server calls it at start-up)
+        self.graphs: GraphedForward | None = None
         # ALiBi biases per (frames, dtype), least recently used last out (see `_alibi`).
         self._biases: OrderedDict[tuple[int, torch.dtype], tuple[torch.Tensor, list[torch.Tensor] | None]] = OrderedDict()
         if precision == "int8":
@@ -82,14 +90,12 @@ class Emotion2vecScorer:
         frames = [n_frames(n) for n in lengths]
         if min(frames) == 0:
             raise ValueError(f"each waveform needs at least 400 samples, got {min(lengths)}")
+        if self._cuda:
+            return self._copy_back(*self._forward_cuda(waveforms, lengths), frames)
         batch = self._batch(waveforms, lengths)
-        valid = torch.arange(max(frames), device=self.device)[None, :] < torch.tensor(
-            frames, device=self.device
-        )[:, None]
+        valid = torch.arange(max(frames))[None, :] < torch.tensor(frames)[:, None]
         features = self._encode(batch, valid)
         logits = self.model.proj(features)[..., self._used]
-        if self._cuda:
-            return self._copy_back(features, logits, frames)
         features = features.float().cpu().numpy()
         logits = logits.float().cpu().numpy()
         return [
@@ -97,20 +103,59 @@ class Emotion2vecScorer:
             for i in range(len(waveforms))
         ]
 
-    def _batch(self, waveforms: Sequence[np.ndarray], lengths: list[int]) -> torch.Tensor:
-        """The zero-padded (B, samples) input in the compute dtype, each row normalised as funasr does."""
-        if self._cuda:
-            # One pinned host buffer and one non-blocking copy instead of B small synchronous ones.
-            host = torch.zeros(len(waveforms), max(lengths), pin_memory=True)
-            for i, w in enumerate(waveforms):
-                host[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-            batch = host.to(self.device, non_blocking=True)
-            if self.model.cfg.normalize:
-                batch = normalize_rows(batch, torch.tensor(lengths).to(self.device, non_blocking=True))
-            return batch.to(self.dtype)
-        batch = torch.zeros(len(waveforms), max(lengths), device=self.device)
+    def prepare(self, max_batch: int, max_samples: int, capture_now: bool = True) -> None:
+        """Capture CUDA graphs for batches up to `max_batch` waveforms of up to `max_samples` (CUDA only).
+
+        The live server calls it before it accepts streams, with its chunk length; batches that
+        fit then replay a graph instead of launching the forward's kernels one by one.
+        `capture_now=False` captures each bucket when a batch first needs it (benchmarks).
+        """
+        if not self.cuda_graphs:
+            return
+        with self._lock, torch.inference_mode():
+            # A graph reads its length's cached ALiBi biases: it keeps them, whatever the cache evicts.
+            biases = lambda samples: self._biases.get((n_frames(samples), self.dtype))  # noqa: E731
+            self.graphs = GraphedForward(self._device_forward, self.device, max_batch, max_samples, keep=biases)
+            if capture_now:
+                ready = self.graphs.prepare()
+                log.info("CUDA graphs ready: %d buckets up to %d waveforms x %d samples",
+                         ready, self.graphs.max_batch, self.graphs.max_samples)  # fmt: skip
+
+    def _forward_cuda(self, waveforms: Sequence[np.ndarray], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, logits) on the GPU, through a captured graph when the batch fits a bucket.
+
+        The batch is staged in one pinned host buffer and sent in one non-blocking copy; padded
+        up to its graph's bucket, the extra rows are silence (whole-length, so none is empty).
+        """
+        bucket = self.graphs.bucket(len(waveforms), max(lengths)) if self.graphs else None
+        rows, samples = bucket or (len(waveforms), max(lengths))
+        host = torch.zeros(rows, samples, pin_memory=True)
         for i, w in enumerate(waveforms):
-            x = torch.as_tensor(np.asarray(w, dtype=np.float32), device=self.device)
+            host[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+        sizes = torch.full((rows,), samples, dtype=torch.int64)
+        sizes[: len(lengths)] = torch.tensor(lengths)
+        sizes = sizes.pin_memory()
+        if bucket and (out := self.graphs(host, sizes)) is not None:
+            return out
+        return self._device_forward(host.to(self.device, non_blocking=True), sizes.to(self.device, non_blocking=True))
+
+    def _device_forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalise, encode and project a (B, samples) float32 batch on the GPU: (features, logits).
+
+        Everything per batch comes from the two tensors (no host values, no sync), so a CUDA
+        graph can capture it.
+        """
+        if self.model.cfg.normalize:
+            wav = normalize_rows(wav, lengths)
+        valid = torch.arange(n_frames(wav.shape[1]), device=self.device)[None, :] < frames_of(lengths)[:, None]
+        features = self._encode(wav.to(self.dtype), valid)
+        return features, self.model.proj(features).index_select(-1, self._used_index)
+
+    def _batch(self, waveforms: Sequence[np.ndarray], lengths: list[int]) -> torch.Tensor:
+        """The zero-padded (B, samples) CPU input in the compute dtype, each row normalised as funasr does."""
+        batch = torch.zeros(len(waveforms), max(lengths))
+        for i, w in enumerate(waveforms):
+            x = torch.as_tensor(np.asarray(w, dtype=np.float32))
             # funasr normalises each input over its whole length before the encoder.
             batch[i, : len(w)] = F.layer_norm(x, x.shape) if self.model.cfg.normalize else x
         return batch.to(self.dtype)

@@ -34,6 +34,7 @@ class ModelOptions:
     dtype: str = "auto"  # auto | float32 | bfloat16 (CPUs with native bf16, or CUDA) | float16 (CUDA) | int8 (CPU)
     threads: int | None = None  # CPU threads for torch; None = all cores
     offline: bool = False  # never try to download, only use local files and caches
+    cuda_graphs: bool = True  # CUDA: replay captured forwards (models/cuda_graphs.py) where a batch fits
 
     def __post_init__(self):
         if self.model not in SIZES:
@@ -218,6 +219,8 @@ def load_scorer(opts: ModelOptions) -> Scorer:
         log.warning("model %s has PLANTED weights (%s): its scores are not emotion recognition", path, planted)
     elif random:
         log.warning("model %s has RANDOM weights: its scores are not emotion recognition", path)
-    scorer = Emotion2vecScorer(auto, model_id=model_id, random_weights=random, dtype=dtype, planted=planted)
+    scorer = Emotion2vecScorer(
+        auto, model_id=model_id, random_weights=random, dtype=dtype, planted=planted, cuda_graphs=opts.cuda_graphs
+    )
     log.info("model %s on %s, precision %s", model_id, device, scorer.precision)
     return scorer

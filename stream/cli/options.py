@@ -40,6 +40,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--half", dest="dtype", action="store_const", const="float16", help="float16 on CUDA")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     g.add_argument("--offline", action="store_true", default=None, help="never download (or EMOSTREAM_OFFLINE=1)")
+    g.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
+                   help="on CUDA, launch every forward's kernels instead of replaying captured graphs")
 
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -118,6 +120,7 @@ def model_options_from_args(args) -> ModelOptions:
         dtype=args.dtype,
         threads=args.threads,
         offline=args.offline,
+        cuda_graphs=args.cuda_graphs,
     )
 
 

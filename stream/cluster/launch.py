@@ -59,7 +59,7 @@ def build_app(settings: ServerSettings, model: ModelOptions, options: ClusterOpt
         max_ongoing_requests=max(options.ingress_replicas * jobs_per_replica, 2 * settings.max_batch),
         health_check_period_s=5,
         logging_config=LOGGING,
-    ).bind(model, settings.max_batch, settings.max_wait_ms / 1000)
+    ).bind(model, settings.max_batch, settings.max_wait_ms / 1000, settings.analyzer.job_samples)
     hub = serve.deployment(
         SessionHub,
         name="SessionHub",

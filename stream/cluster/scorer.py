@@ -58,9 +58,15 @@ def chunk_result(output: FrameOutput, request: ChunkRequest) -> ChunkResult:
 class ScorerDeployment:
     """One model replica (CPU or GPU) serving batched chunk and crop jobs."""
 
-    def __init__(self, model: ModelOptions, max_batch: int = 8, max_wait_s: float = 0.01):
-        """Load the model; batches hold up to `max_batch` jobs and wait at most `max_wait_s` to fill."""
+    def __init__(self, model: ModelOptions, max_batch: int = 8, max_wait_s: float = 0.01, job_samples: int | None = None):
+        """Load the model; batches hold up to `max_batch` jobs and wait at most `max_wait_s` to fill.
+
+        `job_samples`: the longest chunk the ingresses send; on CUDA the model captures its graphs
+        for batches up to that long before the replica takes work.
+        """
         self.scorer = load_scorer(model)
+        if job_samples:
+            self.scorer.prepare(max_batch, job_samples)
         for method in (self.score_chunks, self.score_crops):
             method.set_max_batch_size(max_batch)
             method.set_batch_wait_timeout_s(max_wait_s)

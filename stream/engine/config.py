@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from models.errors import ConfigError
-from models.frames import FRAME_STRIDE, SAMPLE_RATE, seconds_to_samples
+from models.frames import FRAME_STRIDE, LOOKAHEAD, SAMPLE_RATE, seconds_to_samples
 from stream.decision.config import DecisionConfig
 from vad import INPUT_RATES, VadConfig
 
@@ -84,6 +84,11 @@ class AnalyzerConfig:
     def context_samples(self) -> int:
         """16 kHz samples of left context per chunk."""
         return seconds_to_samples(self.context_seconds)
+
+    @property
+    def job_samples(self) -> int:
+        """The longest audio one chunk sends to the model: its context, itself and the lookahead."""
+        return self.context_samples + self.chunk_samples + LOOKAHEAD
 
     def describe(self) -> dict:
         """The parameters a client or a saved result should know about."""

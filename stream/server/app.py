@@ -68,6 +68,7 @@ class EmostreamServer:
             self._retention = asyncio.get_running_loop().create_task(
                 sweep_forever(self.settings.recordings, self.settings.retention, lambda: list(self.sessions),
                               self.access_log), name="retention")
+        await self.prepare_model()
         self.scheduler = self.make_scheduler()
         self.scheduler.start()
         if self.settings.mqtt:
@@ -76,6 +77,12 @@ class EmostreamServer:
                 username=self.settings.mqtt_username, password=self.settings.mqtt_password,
             )
             await self.mqtt.start()
+
+    async def prepare_model(self) -> None:
+        """Capture the model's CUDA graphs for this server's batches and chunks before streams arrive."""
+        prepare = getattr(self.scorer, "prepare", None)  # only a local torch scorer has graphs to capture
+        if prepare is not None:  # focus crops are shorter than a chunk: the same graphs serve them
+            await asyncio.to_thread(prepare, self.settings.max_batch, self.settings.analyzer.job_samples)
 
     def make_scheduler(self) -> BatchScheduler:
         """The scheduler that serves this server's model jobs (a cluster's ingress sends them elsewhere)."""

@@ -43,6 +43,16 @@ class RayApp:
     def health(self) -> dict:
         return httpx.get(f"{self.http}/healthz", timeout=30).json()
 
+    def health_with_ingresses(self, replicas: int, timeout: float = 60.0) -> dict:
+        """/healthz once `replicas` ingress replicas run: on a busy machine one may still be starting
+        (or restarting after a missed health check) when the first already answers."""
+        deadline = time.monotonic() + timeout
+        while (health := self.health())["deployments"]["Ingress"]["replicas"] != {"RUNNING": replicas}:
+            if time.monotonic() > deadline:
+                return health
+            time.sleep(0.5)
+        return health
+
 
 def deploy(model_dir: Path, tmp: Path, **layout) -> RayApp:
     """serve.run the application on the Ray that this process is connected to; small CPU reservations."""

@@ -53,3 +53,16 @@ def test_cuda_precision_against_cpu_float32_and_batch_against_alone(tiny_model_d
 
 def test_auto_is_float16_on_cuda(tiny_model_dir):
     assert load(tiny_model_dir, "cuda", "auto").precision == "float16"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_cuda_graphs_equal_the_eager_forward(tiny_model_dir, waves, dtype):
+    gpu = load(tiny_model_dir, "cuda", dtype)
+    eager = [gpu.score(waves[:n]) for n in (1, 3)]
+    gpu.prepare(max_batch=8, max_samples=48_080)  # 3 s chunks: every wave fits a bucket
+    assert gpu.graphs is not None and gpu.graphs.prepare() == len(gpu.graphs._graphs) > 0  # all captured and checked
+    for n, before in zip((1, 3), eager):
+        for a, b in zip(before, gpu.score(waves[:n])):
+            assert a.logits.shape == b.logits.shape
+            assert np.abs(gpu.utterance_scores(a) - gpu.utterance_scores(b)).max() <= TOLERANCE[dtype]
+            assert np.abs(a.logits - b.logits).max() <= 1e-2 * (1 + np.abs(a.logits).max())
