@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from funasr.models.emotion2vec.fairseq_modules import Fp32LayerNorm
+from torch import nn
 
 from .cuda_graphs import GraphedForward, frames_of
 from .frames import CONV_LAYERS, n_frames
@@ -69,6 +71,8 @@ class Emotion2vecScorer:
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         else:
             self.model.to(self.dtype)
+        if self._cuda and self.dtype != torch.float32:
+            _norms_in_compute_dtype(encoder.local_encoder, self.dtype)
         if self._cuda:
             # fp32 on CUDA means fp32: TF32 matmuls would move scores by ~1e-3 (issue 10).
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -274,6 +278,24 @@ def normalize_rows(batch: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5
     centred = (batch - mean) * mask
     var = centred.square().sum(dim=1, keepdim=True) / n
     return centred * torch.rsqrt(var + eps)
+
+
+def _norms_in_compute_dtype(module: nn.Module, dtype: torch.dtype) -> None:
+    """Swap funasr's Fp32LayerNorm in `module` for nn.LayerNorm computing in `dtype` (CUDA half precision).
+
+    Fp32LayerNorm casts every conv layer's whole output to float32 and back around its norm: two
+    full-size copies per layer, the largest tensors of the forward. CUDA's half-precision layer
+    norm already computes in float32 and rounds once, so the output is the same without them.
+    (Not on the CPU: its bfloat16 kernel rounds twice, and CPU results stay funasr's.)
+    """
+    for name, child in module.named_children():
+        if isinstance(child, Fp32LayerNorm):
+            norm = nn.LayerNorm(child.normalized_shape, eps=child.eps, elementwise_affine=child.elementwise_affine)
+            norm.load_state_dict(child.state_dict())
+            device = next(child.parameters(), torch.empty(0)).device  # none without an affine part
+            setattr(module, name, norm.to(device=device, dtype=dtype))
+        else:
+            _norms_in_compute_dtype(child, dtype)
 
 
 def _block_sdpa(block, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -204,3 +204,26 @@ def test_batched_row_normalisation_equals_layer_norm_per_row(rng):
     for i, n in enumerate(lengths):
         torch.testing.assert_close(got[i, :n], F.layer_norm(batch[i, :n], (n,)), atol=1e-5, rtol=1e-5)
         assert not got[i, n:].any()
+
+
+def test_conv_norms_swapped_for_the_compute_dtype_keep_their_weights(tiny_model_dir, speech):
+    """The CUDA half-precision path drops funasr's float32 casts around the conv layers' norms;
+    in float32 (checked here on the CPU) the swapped model must give the same frames."""
+    import torch
+    from funasr.models.emotion2vec.fairseq_modules import Fp32LayerNorm
+
+    from models.emotion2vec import _norms_in_compute_dtype
+
+    model = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="float32", threads=2))
+    extractor = model.model.modality_encoders["AUDIO"].local_encoder
+    norms = [m for m in extractor.modules() if isinstance(m, Fp32LayerNorm)]
+    assert norms
+    with torch.no_grad():  # the saved norms are 1 and 0: give them weights a lost copy would show
+        for m in norms:
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.2, 0.2)
+    before = model.score(speech)
+    _norms_in_compute_dtype(extractor, torch.float32)
+    assert not any(isinstance(m, Fp32LayerNorm) for m in extractor.modules())
+    for a, b in zip(before, model.score(speech)):
+        np.testing.assert_allclose(a.logits, b.logits, atol=1e-5)
