@@ -15,17 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
 
 import numpy as np
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
-from models.frames import SAMPLE_RATE
 from models.scoring import FrameOutput
-from stream.engine.jobs import ChunkJob, EvidenceJob, FocusJob, ModelJob
-from stream.server.measuring import Measurer
-from stream.server.scheduler import BACKGROUND, LIVE, Overloaded
+from stream.engine.jobs import ChunkJob, FocusJob, ModelJob
+from stream.server.scheduler import BACKGROUND, LIVE, BoundedScheduler, Overloaded
 
 from .scorer import ChunkRequest, ChunkResult
 
@@ -48,7 +45,7 @@ def chunk_output(job: ChunkJob, result: ChunkResult, n_labels: int) -> FrameOutp
     return FrameOutput(logits, features)
 
 
-class RemoteScheduler:
+class RemoteScheduler(BoundedScheduler):
     """Model jobs to the Scorer deployment, evidence on a local thread; bounded per ingress replica."""
 
     def __init__(
@@ -64,15 +61,12 @@ class RemoteScheduler:
 
         `measure_processes` worker processes measure the decision layer's evidence, as in the
         in-process scheduler (0: one thread of this replica)."""
+        super().__init__(max_pending, measure_processes)
         self.handle = scorer
         self.n_labels = n_labels
         self.embed_dim = embed_dim
-        self.max_pending = max_pending
         self.retry_seconds = retry_seconds
         self._inflight: set[asyncio.Task] = set()
-        self._pending_samples = 0  # live jobs' audio in flight, 16 kHz samples
-        self._capacity_listeners: set[Callable[[], None]] = set()
-        self._measurer = Measurer(measure_processes)
         self.retries = 0
         self.completed = 0
 
@@ -80,16 +74,6 @@ class RemoteScheduler:
     def depth(self) -> int:
         """Jobs of this replica's sessions waiting for the model."""
         return len(self._inflight)
-
-    @property
-    def pending_seconds(self) -> float:
-        """Seconds of this replica's live audio waiting for the model."""
-        return self._pending_samples / SAMPLE_RATE
-
-    @property
-    def saturated(self) -> bool:
-        """True when no more jobs are accepted from this replica."""
-        return self.pending_seconds >= self.max_pending
 
     def start(self) -> None:
         """Nothing to start: the Scorer deployment runs on its own."""
@@ -109,33 +93,19 @@ class RemoteScheduler:
         deployment's own queue orders them with everyone's.
         """
         live = priority != BACKGROUND
-        if live and self.saturated:
-            raise Overloaded(f"model queue full ({self.pending_seconds:.1f} s of audio waiting)")
+        if live:
+            self._admit(job)
         future = asyncio.get_running_loop().create_future()
         if live:
-            self._pending_samples += len(job.audio)
             future.add_done_callback(lambda _, n=len(job.audio): self._release(n))
         task = asyncio.get_running_loop().create_task(self._run(job, future))
         self._inflight.add(task)
         task.add_done_callback(self._finished)
         return future
 
-    def measure(self, job: EvidenceJob) -> asyncio.Future:
-        """Run a CPU-only `EvidenceJob` in the measuring pool; the future resolves to its Evidence."""
-        return asyncio.wrap_future(self._measurer.submit(job))
-
-    def _release(self, samples: int) -> None:
-        self._pending_samples -= samples
-
-    def when_capacity(self, listener: Callable[[], None]) -> None:
-        """Call `listener` once after the next job leaves the queue."""
-        self._capacity_listeners.add(listener)
-
     def _finished(self, task: asyncio.Task) -> None:
         self._inflight.discard(task)
-        listeners, self._capacity_listeners = self._capacity_listeners, set()
-        for listener in listeners:
-            listener()
+        self._notify_capacity()
 
     async def _run(self, job: ModelJob, future: asyncio.Future) -> None:
         try:

@@ -40,7 +40,58 @@ class BatchStats:
     cpu_seconds: float = 0.0  # CPU time of the thread that ran it (with torch's threads at 1: all of it)
 
 
-class BatchScheduler:
+class BoundedScheduler:
+    """What every scheduler a `LiveSession` talks to shares, wherever its model runs: the bound on
+    live audio waiting for the model, the measuring pool and the listeners waiting for room.
+
+    `BatchScheduler` (the model in this process) and `stream.cluster.RemoteScheduler` (the model
+    behind a Ray Serve handle) differ only in where their jobs go.
+    """
+
+    def __init__(self, max_pending: float, measure_processes: int):
+        self.max_pending = max_pending  # seconds of live audio
+        self._pending_samples = 0  # live jobs' audio not yet scored, 16 kHz samples
+        self._capacity_listeners: set[Callable[[], None]] = set()
+        # The decision layer's measurements (quality, pitch) run in worker processes, never on
+        # the event loop or beside the model's launching thread (stream.server.measuring).
+        self._measurer = Measurer(measure_processes)
+
+    @property
+    def pending_seconds(self) -> float:
+        """Seconds of live audio waiting for the model (context included: what the model will run)."""
+        return self._pending_samples / SAMPLE_RATE
+
+    @property
+    def saturated(self) -> bool:
+        """True when no more live jobs are accepted."""
+        return self.pending_seconds >= self.max_pending
+
+    def measure(self, job: EvidenceJob) -> asyncio.Future:
+        """Run a CPU-only `EvidenceJob` in the measuring pool; the future resolves to its Evidence."""
+        return asyncio.wrap_future(self._measurer.submit(job))
+
+    def when_capacity(self, listener: Callable[[], None]) -> None:
+        """Call `listener` once after the next job leaves the queue."""
+        self._capacity_listeners.add(listener)
+
+    def _admit(self, job: ModelJob) -> None:
+        """Count a live job's audio in; Overloaded when the bound is already reached."""
+        if self.saturated:
+            raise Overloaded(f"model queue full ({self.pending_seconds:.1f} s of audio waiting)")
+        self._pending_samples += len(job.audio)
+
+    def _release(self, samples: int) -> None:
+        """Live audio that left the queue for the model."""
+        self._pending_samples -= samples
+
+    def _notify_capacity(self) -> None:
+        """A job left: call (and forget) everyone waiting for room."""
+        listeners, self._capacity_listeners = self._capacity_listeners, set()
+        for listener in listeners:
+            listener()
+
+
+class BatchScheduler(BoundedScheduler):
     """One queue, one model, many streams (see module docstring)."""
 
     def __init__(
@@ -57,37 +108,22 @@ class BatchScheduler:
 
         `measure_processes` worker processes run the decision layer's measurements (0: one
         thread of this process)."""
+        super().__init__(max_pending, measure_processes)
         self.scorer = scorer
         self.max_batch = max_batch
         self.max_wait = max_wait
-        self.max_pending = max_pending
         self.adaptive_wait = adaptive_wait
-        self._pending_samples = 0  # audio in the queue, 16 kHz samples
         self._on_batch = on_batch
         self._queue: list[tuple[ModelJob, asyncio.Future]] = []
         self._background: list[tuple[ModelJob, asyncio.Future]] = []  # run only when no live job waits
         self._wakeup = asyncio.Event()
-        self._capacity_listeners: set[Callable[[], None]] = set()
         self._task: asyncio.Task | None = None
-        # The decision layer's measurements (quality, pitch) run in worker processes, never on
-        # the event loop or beside the model's launching thread (stream.server.measuring).
-        self._measurer = Measurer(measure_processes)
         self.batches = 0
 
     @property
     def depth(self) -> int:
         """Jobs waiting for the model."""
         return len(self._queue)
-
-    @property
-    def pending_seconds(self) -> float:
-        """Seconds of audio waiting for the model (context included: what the model will run)."""
-        return self._pending_samples / SAMPLE_RATE
-
-    @property
-    def saturated(self) -> bool:
-        """True when no more jobs are accepted."""
-        return self.pending_seconds >= self.max_pending
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -122,20 +158,10 @@ class BatchScheduler:
             self._background.append((job, future))
             self._wakeup.set()
             return future
-        if self.saturated:
-            raise Overloaded(f"model queue full ({self.pending_seconds:.1f} s of audio waiting)")
+        self._admit(job)
         self._queue.append((job, future))
-        self._pending_samples += len(job.audio)
         self._wakeup.set()
         return future
-
-    def measure(self, job: EvidenceJob) -> asyncio.Future:
-        """Run a CPU-only `EvidenceJob` in the measuring pool; the future resolves to its Evidence."""
-        return asyncio.wrap_future(self._measurer.submit(job))
-
-    def when_capacity(self, listener: Callable[[], None]) -> None:
-        """Call `listener` once after the next batch frees room in the queue."""
-        self._capacity_listeners.add(listener)
 
     async def _loop(self) -> None:
         while True:
@@ -153,9 +179,7 @@ class BatchScheduler:
                 except asyncio.TimeoutError:
                     break
             await self._run(self._take_batch())
-            listeners, self._capacity_listeners = self._capacity_listeners, set()
-            for listener in listeners:
-                listener()
+            self._notify_capacity()
 
     def _take_batch(self) -> list[tuple[ModelJob, asyncio.Future]]:
         """The oldest job and up to max_batch - 1 more of its kind, in queue order.
@@ -170,7 +194,7 @@ class BatchScheduler:
         for item in self._queue:
             (batch if len(batch) < self.max_batch and type(item[0]) is kind else rest).append(item)
         self._queue = rest
-        self._pending_samples -= sum(len(job.audio) for job, _ in batch)
+        self._release(sum(len(job.audio) for job, _ in batch))
         return batch
 
     def _forward(self, waveforms: list) -> tuple[list, float]:
