@@ -199,15 +199,36 @@ class Emotion2vecScorer:
         bias, layer_biases = self._alibi(enc, steps)
         scale = enc.alibi_scale.clamp_min(0)
         scale = scale if scale.size(0) > 1 else None
-        x = enc.context_encoder(x, padding, bias, scale[: cfg.prenet_depth] if scale is not None else None)
+        prenet_scale = scale[: cfg.prenet_depth] if scale is not None else None
+        x = self._context_encoder(enc.context_encoder, x, padding, bias, prenet_scale)
         for block, ab in zip(model.blocks, layer_biases):
-            if self.fused_attention and not block.attn.cosine_attention:
-                x = _block_sdpa(block, x, padding, ab)
-            else:
-                x, _ = block(x, padding_mask=padding, alibi_bias=ab)
+            x = self._block(block, x, padding, ab)
         if model.norm is not None:
             x = model.norm(x)
         return x[:, extra:]
+
+    def _block(self, block, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """One funasr AltBlock: through one fused SDPA kernel on CUDA, else funasr's own forward."""
+        if self.fused_attention and not block.attn.cosine_attention:
+            return _block_sdpa(block, x, padding, bias)
+        return block(x, padding_mask=padding, alibi_bias=bias)[0]
+
+    def _context_encoder(
+        self, encoder, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor | None
+    ) -> torch.Tensor:
+        """funasr's BlockEncoder forward (the audio encoder's own blocks) with `_block` for each block.
+
+        funasr's attention asks `padding_mask.any()`, a host sync a CUDA graph cannot capture;
+        `_block_sdpa` masks without asking.
+        """
+        if encoder.norm is not None and not encoder.layer_norm_first:
+            x = encoder.norm(x)
+        for i, block in enumerate(encoder.blocks):
+            ab = bias if scale is None else bias * scale[i if scale.size(0) > 1 else 0].type_as(bias)
+            x = self._block(block, x, padding, ab)
+        if encoder.norm is not None and encoder.layer_norm_first:
+            x = encoder.norm(x)
+        return x
 
     def _alibi(self, enc, steps: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The ALiBi bias for `steps` frames (extra tokens padded in) and each block's scaled copy.

@@ -54,3 +54,22 @@ def test_padded_bucket_equals_each_item_alone(scorer, lengths):
         frames = len(alone.logits)
         assert np.abs(logits[i, :frames].numpy() - alone.logits).max() < 1e-4
         assert np.abs(features[i, :frames].numpy() - alone.features).max() < 1e-4
+
+
+def test_the_cuda_forward_never_asks_the_device_for_a_value(tiny_model_dir):
+    """A CUDA graph cannot capture a host sync (`.item()`, `bool(t.any())`). On the meta device
+    every such call raises, so the forward the graphs capture must run there from end to end."""
+    from models.loader import ModelOptions, load_scorer
+
+    meta = torch.device("meta")
+    scorer = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="float32", threads=2))
+    scorer.model.to(meta)
+    scorer.device, scorer._used_index, scorer.fused_attention = meta, scorer._used_index.to(meta), True
+    wav = torch.zeros(3, 24_080, device=meta)
+    lengths = torch.tensor([24_080, 9_000, 400], device=meta)
+    with torch.inference_mode():
+        features, logits = scorer._device_forward(wav, lengths)
+    assert features.shape == (3, n_frames(24_080), scorer.embed_dim) and logits.shape[-1] == len(scorer.labels)
+    scorer.fused_attention = False  # funasr's own attention asks `padding_mask.any()`: the check sees it
+    with pytest.raises(Exception, match="meta"), torch.inference_mode():
+        scorer._device_forward(wav, lengths)
