@@ -54,10 +54,11 @@ def pyin_f0(samples: np.ndarray, rate: int = RATE) -> np.ndarray:
 
 
 TRACKERS = {"praat (now)": cues.voiced_f0, "pyin (before)": pyin_f0}
-# Where each tracker's frame i is centred, in samples (pYIN: center=False, 1024-sample frames;
-# Praat centres its frames symmetrically in the signal).
+
+
 def frame_centres(name: str, n_frames: int, n_samples: int) -> np.ndarray:
-    """Sample index of each frame's centre."""
+    """Sample index of each frame's centre (pYIN: center=False, 1024-sample frames; Praat centres
+    its frames symmetrically in the signal)."""
     hop = round(cues.F0_HOP_SECONDS * RATE)
     if name.startswith("pyin"):
         return np.arange(n_frames) * hop + 512
@@ -99,6 +100,7 @@ def synthetic_voice(rng: np.random.Generator, snr_db: tuple[float, float]):
 
 
 def semitones(f0: np.ndarray) -> np.ndarray:
+    """F0 in semitones around its own median."""
     return 12 * np.log2(f0 / np.median(f0))
 
 

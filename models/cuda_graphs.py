@@ -84,6 +84,11 @@ class GraphedForward:
             return None
         return rows, length
 
+    @property
+    def ready(self) -> int:
+        """Graphs captured and checked (buckets that fell back to eager not counted)."""
+        return sum(g is not None for g in self._graphs.values())
+
     def covers(self, batch: int, samples: int) -> bool:
         """Whether a captured, checked graph serves a batch of this shape."""
         key = self.bucket(batch, samples)
@@ -95,7 +100,7 @@ class GraphedForward:
         for samples in range(bucket_length(1), self.max_samples + 1, LENGTH_STEP):
             for rows in (b for b in BATCH_BUCKETS if b <= self.max_batch):
                 self._graph((rows, samples))
-        return sum(g is not None for g in self._graphs.values())
+        return self.ready
 
     @torch.inference_mode()
     def __call__(self, host: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

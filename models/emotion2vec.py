@@ -125,6 +125,11 @@ class Emotion2vecScorer:
                 log.info("CUDA graphs ready: %d buckets up to %d waveforms x %d samples",
                          ready, self.graphs.max_batch, self.graphs.max_samples)  # fmt: skip
 
+    @property
+    def cuda_graphs_ready(self) -> int:
+        """How many captured forwards serve batches now (0: every forward launches its kernels)."""
+        return self.graphs.ready if self.graphs is not None else 0
+
     def _forward_cuda(self, waveforms: Sequence[np.ndarray], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(features, logits) on the GPU, through a captured graph when the batch fits a bucket.
 

@@ -25,7 +25,7 @@ async def healthz(request: Request) -> JSONResponse:
     summary: Liveness; model and load details for callers with a credential
     responses:
       200:
-        description: '{"status": "ok"}, plus model_id, random_weights, sessions, queue_depth with a credential'
+        description: '{"status": "ok"}, plus model_id, random_weights, precision, cuda_graphs, sessions, queue_depth with a credential'
     """
     server = request.app.state.server
     if not access_of(request.scope).rights:
@@ -36,6 +36,8 @@ async def healthz(request: Request) -> JSONResponse:
             "model_id": server.scorer.model_id,
             "random_weights": server.scorer.random_weights,
             "precision": server.scorer.precision,
+            # CUDA graphs captured at start-up; 0 on the CPU, or where capture failed (see the log).
+            "cuda_graphs": getattr(server.scorer, "cuda_graphs_ready", 0),
             "sessions": len(server.sessions),
             "queue_depth": server.scheduler.depth if server.scheduler else 0,
         }

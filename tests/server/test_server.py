@@ -244,6 +244,7 @@ def test_token_guards_every_endpoint_but_healthz(server):
     assert httpx.get(f"{server.http}/healthz").json() == {"status": "ok"}  # details need a credential
     health = httpx.get(f"{server.http}/healthz", headers=server.headers)
     assert health.status_code == 200 and health.json()["precision"] == "float32"
+    assert health.json()["cuda_graphs"] == 0  # a CPU server launches its forwards as they come
     for path in ("/metrics", "/api/sessions", "/api/sessions/x", "/api/sessions/x/audio", "/api/sessions/x/events"):
         assert httpx.get(f"{server.http}{path}").status_code == 401, path
         assert httpx.get(f"{server.http}{path}", headers={"Authorization": "Bearer wrong"}).status_code == 401
