@@ -141,9 +141,8 @@ class Emotion2vecScorer:
         host = torch.zeros(rows, samples, pin_memory=True)
         for i, w in enumerate(waveforms):
             host[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
-        sizes = torch.full((rows,), samples, dtype=torch.int64)
+        sizes = torch.full((rows,), samples, dtype=torch.int64, pin_memory=True)
         sizes[: len(lengths)] = torch.tensor(lengths)
-        sizes = sizes.pin_memory()
         if bucket and (out := self.graphs(host, sizes)) is not None:
             return out
         return self._device_forward(host.to(self.device, non_blocking=True), sizes.to(self.device, non_blocking=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,15 +23,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class RunningServer:
-    """A server subprocess and how to reach it."""
+async def read_all(ws, into: list) -> None:
+    """Collect a WebSocket's JSON messages into `into` until it closes."""
+    try:
+        async for raw in ws:
+            into.append(json.loads(raw))
+    except ConnectionClosed:
+        pass
 
-    process: subprocess.Popen
+
+class Loopback:
+    """HTTP and WebSocket base addresses of a server on 127.0.0.1:`port`."""
+
     port: int
-    token: str | None
-    recordings: Path
-    log: Path
 
     @property
     def http(self) -> str:
@@ -38,6 +44,17 @@ class RunningServer:
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+
+@dataclass
+class RunningServer(Loopback):
+    """A server subprocess and how to reach it."""
+
+    process: subprocess.Popen
+    port: int
+    token: str | None
+    recordings: Path
+    log: Path
 
     @property
     def headers(self) -> dict:

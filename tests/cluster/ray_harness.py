@@ -12,29 +12,20 @@ from pathlib import Path
 import httpx
 import numpy as np
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
-from server_harness import free_port
+from server_harness import Loopback, free_port, read_all
 from stream.protocol import mulaw
 
 TOKEN = "s3cret"
 
 
 @dataclass
-class RayApp:
+class RayApp(Loopback):
     """Where a running emostream Serve application answers."""
 
     port: int
     recordings: Path
     ingress_port: int | None = None  # where ingress replicas accept connections themselves
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     @property
     def headers(self) -> dict:
@@ -43,15 +34,19 @@ class RayApp:
     def health(self) -> dict:
         return httpx.get(f"{self.http}/healthz", timeout=30).json()
 
-    def health_with_ingresses(self, replicas: int, timeout: float = 60.0) -> dict:
-        """/healthz once `replicas` ingress replicas run: on a busy machine one may still be starting
-        (or restarting after a missed health check) when the first already answers."""
+    def wait_ready(self, ingresses: int, timeout: float = 60.0) -> dict:
+        """/healthz once it says ok and `ingresses` ingress replicas run (returned as is after `timeout`).
+
+        The proxy answers before every replica is up, and on a busy machine one replica may still be
+        starting (or restarting after a missed health check) when the first already serves.
+        """
         deadline = time.monotonic() + timeout
-        while (health := self.health())["deployments"]["Ingress"]["replicas"] != {"RUNNING": replicas}:
-            if time.monotonic() > deadline:
+        while True:
+            health = self.health()
+            running = health.get("deployments", {}).get("Ingress", {}).get("replicas")
+            if (health["status"] == "ok" and running == {"RUNNING": ingresses}) or time.monotonic() > deadline:
                 return health
             time.sleep(0.5)
-        return health
 
 
 def deploy(model_dir: Path, tmp: Path, **layout) -> RayApp:
@@ -70,20 +65,9 @@ def deploy(model_dir: Path, tmp: Path, **layout) -> RayApp:
     model = ModelOptions(model_dir=str(model_dir), device="cpu", threads=1, offline=True, dtype="float32")
     serve.run(build_app(settings, model, options), name=options.app_name, route_prefix="/")
     app = RayApp(port, settings.recordings, options.ingress_port)
-    deadline = time.monotonic() + 60
-    while app.health()["status"] != "ok":  # the proxy answers before every replica is up
-        assert time.monotonic() < deadline, app.health()
-        time.sleep(0.5)
+    health = app.wait_ready(options.ingress_replicas)
+    assert health["status"] == "ok", health
     return app
-
-
-async def read_all(ws, into: list) -> None:
-    """Collect JSON messages until the socket closes."""
-    try:
-        async for raw in ws:
-            into.append(json.loads(raw))
-    except ConnectionClosed:
-        pass
 
 
 async def native(app: RayApp, pcm: np.ndarray, session_id: str, pace: float = 0.0) -> list[dict]:

@@ -20,7 +20,7 @@ def test_serve_ray_runs_the_application_and_stops_on_sigterm(tiny_model_dir, tmp
                           "--max-pending", "1")  # fmt: skip
     try:
         app = RayApp(server.port, server.recordings)
-        health = app.health_with_ingresses(2)
+        health = app.wait_ready(2)
         assert health["deployments"]["Ingress"]["replicas"] == {"RUNNING": 2}
         page = httpx.get(f"{server.http}/", timeout=30)
         assert page.status_code == 200 and "emostream" in page.text  # the dashboard

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from audio_fixtures import write_wav16
-from server_harness import start_server
+from server_harness import read_all, start_server
 
 TOKEN = "s3cret"
 TWILIO_AUTH = "twilio-auth-token-123"
@@ -57,14 +57,6 @@ def small_socket(port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     return sock
-
-
-async def read_all(ws, into: list) -> None:
-    try:
-        async for raw in ws:
-            into.append(json.loads(raw))
-    except ConnectionClosed:
-        pass
 
 
 async def run_session(srv, pcm, start: dict, headers=None) -> tuple[list, int | None]:
