@@ -17,8 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from stream.protocol.closing import CloseCode
 from stream.protocol.native import (
-    CLOSE_NORMAL,
     ProtocolError,
     StartMessage,
     StopMessage,
@@ -226,7 +226,7 @@ class Client:
         while True:
             item = await self._peek()
             if isinstance(item, _Closed):  # stays in the inbox: every later call ends the same way
-                if item.code == CLOSE_NORMAL or (self._closing_error is not None and item.code == close_code(self._closing_error.code)):
+                if item.code == CloseCode.NORMAL or (self._closing_error is not None and item.code == close_code(self._closing_error.code)):
                     return
                 raise StreamClosed(item.code, item.reason)
             self._inbox.popleft()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from models.errors import EmostreamError
+from stream.protocol.closing import LOST, CloseCode
 from stream.protocol.native import close_code
 
 # Why a refused handshake was refused, by HTTP status (the server answers these before accepting).
@@ -11,13 +12,7 @@ REFUSALS = {
     403: "a missing or wrong token, or a credential without the stream right",
     421: "this Host name is not one the server answers (its --allowed-hosts)",
 }
-CLOSE_MEANINGS = {
-    1006: "the connection was lost without a close frame",
-    1008: "policy violation",
-    1009: "a message was too big",
-    1011: "the server failed",
-    1013: "the server is full or overloaded; try again later",
-}
+CLOSE_MEANINGS = {LOST: "the connection was lost without a close frame", **{int(c): c.meaning for c in CloseCode}}
 
 
 class ClientError(EmostreamError):
@@ -67,7 +62,7 @@ class StreamClosed(ClientError):
     code = "closed"
 
     def __init__(self, close: int | None, reason: str = ""):
-        meaning = CLOSE_MEANINGS.get(close or 1006, "")
+        meaning = CLOSE_MEANINGS.get(close or LOST, "")
         detail = ", ".join(part for part in (reason, meaning) if part)
         super().__init__(f"the server closed the connection: {close or 1006}" + (f" ({detail})" if detail else ""))
         self.close = close or 1006

@@ -24,6 +24,8 @@ from stream.engine.events import Event, to_dict
 from vad import INPUT_RATES
 
 from . import mulaw
+from .closing import CloseCode
+from .wire import Action, EndSession, FeedAudio, OpenSession, Verdict
 
 PROTOCOL_VERSION = 1  # sent in `ready`; bumped on incompatible changes
 
@@ -42,13 +44,6 @@ START_FIELDS = (
 )
 PARTY_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # party names become MQTT topic levels and file names
 WHOLE_SESSION = "all"  # reserved: what a message about the whole session is filed under (MQTT)
-
-# WebSocket close codes (RFC 6455) the server uses.
-CLOSE_NORMAL = 1000  # the session ended: stop -> final events -> summary
-CLOSE_POLICY = 1008  # a bad or missing token, a session over its length, an unusable Twilio stream
-CLOSE_TOO_BIG = 1009  # a message over --max-message-bytes
-CLOSE_INTERNAL = 1011  # the server failed; not the client's fault
-CLOSE_TRY_AGAIN = 1013  # the server is full or overloaded; reconnect later
 
 # Every error code a client can receive, with what it means (docs/protocol.md lists them too).
 ERROR_CODES: dict[str, str] = {
@@ -91,21 +86,21 @@ ERROR_CODES: dict[str, str] = {
 
 # The errors that end the connection, with their close code. Every other error answers one
 # message, which is ignored: the client may correct it (send a valid start, the next frame).
-CLOSING_ERRORS: dict[str, int] = {
-    "message_too_large": CLOSE_TOO_BIG,
-    "session_too_long": CLOSE_POLICY,
-    "unauthorized": CLOSE_POLICY,
-    "twilio_format": CLOSE_POLICY,  # a Twilio stream that cannot be analyzed is not retried
-    "overload": CLOSE_TRY_AGAIN,
-    "server_full": CLOSE_TRY_AGAIN,
-    "start_timeout": CLOSE_POLICY,
-    "too_many_messages": CLOSE_POLICY,
-    "recording_failed": CLOSE_INTERNAL,
-    "internal": CLOSE_INTERNAL,
+CLOSING_ERRORS: dict[str, CloseCode] = {
+    "message_too_large": CloseCode.TOO_BIG,
+    "session_too_long": CloseCode.POLICY,
+    "unauthorized": CloseCode.POLICY,
+    "twilio_format": CloseCode.POLICY,  # a Twilio stream that cannot be analyzed is not retried
+    "overload": CloseCode.TRY_AGAIN,
+    "server_full": CloseCode.TRY_AGAIN,
+    "start_timeout": CloseCode.POLICY,
+    "too_many_messages": CloseCode.POLICY,
+    "recording_failed": CloseCode.INTERNAL,
+    "internal": CloseCode.INTERNAL,
 }
 
 
-def close_code(code: str) -> int | None:
+def close_code(code: str) -> CloseCode | None:
     """The WebSocket close code that follows an `error` with this code; None: the session goes on."""
     return CLOSING_ERRORS.get(code)
 
@@ -177,7 +172,10 @@ def show(value) -> str:
 
 
 def _allowed(values) -> str:
-    return ", ".join(show(v) if not isinstance(v, (int, str)) or len(str(v)) > 20 else str(v) for v in values)
+    """Values for an error message: short printable ones as they are, anything else as `show` echoes it."""
+    return ", ".join(
+        str(v) if isinstance(v, (int, str)) and len(str(v)) <= 20 and str(v).isprintable() else show(v) for v in values
+    )
 
 
 def _is_int(value) -> bool:
@@ -446,20 +444,62 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
+# Messages a socket may send before its session starts: enough to correct a few bad starts, too
+# few to make the server hold or answer much for a client that never starts.
+MAX_MESSAGES_BEFORE_START = 32
+RESERVED_ID_PREFIXES = ("twilio-",)  # ids the telephony connectors give their sessions
+
+
 class ClientStream:
     """One `/ws/stream` connection's protocol state: enforces start -> audio* -> stop.
 
     `receive_text` returns the parsed `StartMessage` / `StopMessage`; `receive_binary` returns
     decoded mono samples in the start's encoding. Anything out of order, malformed or over
     `max_message_bytes` raises `ProtocolError` and leaves the state as it was, so the server can
-    answer `error(...)` and go on (or close, where `close_code(exc.code)` says so).
+    answer `error(...)` and go on (or close, where `close_code(exc.code)` says so). As a
+    `WireProtocol` (stream.protocol.wire), `handle` turns messages into the server's actions and
+    `fail` decides what each error means.
     """
+
+    source = "native"
+    max_messages_before_start = MAX_MESSAGES_BEFORE_START
 
     def __init__(self, max_channels: int = 2, max_message_bytes: int | None = None):
         self.max_channels = max_channels
         self.max_message_bytes = max_message_bytes
         self.state = State.AWAITING_START
         self.start: StartMessage | None = None
+
+    @property
+    def done(self) -> bool:
+        """True after `stop`: nothing more is read."""
+        return self.state is State.STOPPED
+
+    def handle(self, text: str | None, data: bytes | None) -> list[Action]:
+        """One WebSocket message -> the server's actions: open, feed audio, end with a summary."""
+        if data is not None:
+            samples = self.receive_binary(data)
+            return [FeedAudio(samples)]
+        if text is None:
+            return []
+        message = self.receive_text(text)
+        if isinstance(message, StopMessage):
+            return [EndSession(reply=True)]
+        if message.session_id and message.session_id.startswith(RESERVED_ID_PREFIXES):
+            self.refused()
+            raise ProtocolError("bad_start", "session ids starting with 'twilio-' belong to /ws/twilio streams")
+        fmt = "float32" if message.encoding == "pcm_f32le" else "int16"
+        return [OpenSession(message, message.party_names, fmt)]
+
+    def refused(self) -> None:
+        """The server refused the accepted `start`: wait for another one."""
+        self.refuse_start()
+
+    def fail(self, exc: EmostreamError, started: bool) -> Verdict:
+        """Every error is answered; the few in CLOSING_ERRORS end the connection, a long session after its summary."""
+        code = getattr(exc, "code", "error")
+        close = close_code(code)
+        return Verdict(error(code, str(exc)), close, finish_first=started and code == "session_too_long")
 
     def _check_size(self, n: int):
         if self.max_message_bytes is not None and n > self.max_message_bytes:
@@ -508,9 +548,6 @@ class ClientStream:
 # ---------------------------------------------------------------------------------------------
 # Server -> client: JSON-ready dicts, one builder per kind.
 
-SERVER_TYPES = ("ready", "error", "summary", "overload")  # plus the event types of docs/events.md
-
-
 def ready(session_id: str, parameters: dict, parties: tuple[str, ...] = ()) -> dict:
     """The session is running: send audio now. `parameters` are the analyzer's settings.
 
@@ -531,6 +568,8 @@ def error(code: str, message: str) -> dict:
     """A failure: the offending message was ignored (or, see `close_code`, the connection ends)."""
     if len(message) > MAX_ERROR_CHARS:
         message = message[: MAX_ERROR_CHARS - 3] + "..."
+    # A client's lone surrogate echoed back must not make the answer unsendable as UTF-8.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return {"type": "error", "code": code, "message": message}
 
 
@@ -556,11 +595,7 @@ def event_message(session_id: str, event: Event, party: str | None = None) -> di
 
 __all__ = [
     "CLIENT_TYPES",
-    "CLOSE_INTERNAL",
-    "CLOSE_NORMAL",
-    "CLOSE_POLICY",
-    "CLOSE_TOO_BIG",
-    "CLOSE_TRY_AGAIN",
+    "MAX_MESSAGES_BEFORE_START",
     "CLOSING_ERRORS",
     "ENCODINGS",
     "ERROR_CODES",
@@ -571,7 +606,6 @@ __all__ = [
     "PARTY_RE",
     "PROTOCOL_VERSION",
     "SAMPLE_BYTES",
-    "SERVER_TYPES",
     "SESSION_ID_RE",
     "START_FIELDS",
     "WHOLE_SESSION",

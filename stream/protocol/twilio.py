@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.errors import EmostreamError
+
 from . import mulaw
+from .closing import CloseCode
 from .native import (
     MAX_CONTEXT_CHARS,
     ProtocolError,
@@ -35,9 +38,11 @@ from .native import (
     check_context,
     check_metadata,
     check_party_names,
+    close_code,
     loads_object,
     show,
 )
+from .wire import Action, EndSession, FeedAudio, Notice, OpenSession, Verdict
 
 TWILIO_ENCODING = "audio/x-mulaw"
 TWILIO_RATE = 8000
@@ -47,6 +52,11 @@ TOKEN_PARAMETER = "token"  # the custom parameter that carries the access token
 TRACK_PARAMETER = "track"  # custom parameter: "inbound", "outbound" or "both" tracks analyzed
 BOTH = "both"
 DEFAULT_PARTIES = {"inbound": "caller", "outbound": "agent"}  # renamed by <Parameter name="inbound_party">
+# Marks and DTMF digits are copied to every monitor, MQTT and the hub: each is short, and a call
+# passes on at most a burst plus a few a second of its audio (a person presses fewer keys).
+MAX_TELEPHONY_CHARS = 64
+NOTICE_BURST = 32
+NOTICES_PER_SECOND = 4
 MAX_IGNORED_KINDS = 16  # distinct unknown `event` names counted by name; the rest as OTHER_KINDS
 MAX_IGNORED_NAME = 40  # characters of an unknown name kept
 OTHER_KINDS = "(other)"
@@ -114,14 +124,26 @@ class TwilioState(enum.Enum):
     STOPPED = "stopped"
 
 
-def _field(obj: Mapping, name: str, kind: type, where: str):
-    """obj[name], required to be of `kind` (str, dict, list), else `bad_message`."""
+def _field(obj: Mapping, name: str, kind: type, where: str, max_chars: int | None = None):
+    """obj[name], required to be of `kind` (str, dict, list), else `bad_message`; strings valid Unicode."""
     value = obj.get(name)
     if not isinstance(value, kind):
         raise ProtocolError(
             "bad_message", f"Twilio {where} needs `{name}` as a {kind.__name__}, got {show(value)}"
         )
+    if isinstance(value, str):
+        _check_text(value, f"{where} `{name}`", max_chars)
     return value
+
+
+def _check_text(value: str, what: str, max_chars: int | None = None) -> None:
+    """A string Twilio sent must be valid Unicode (JSON admits lone surrogates) and, where capped, short."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("bad_message", f"Twilio {what} is not valid Unicode text: {show(value)}") from None
+    if max_chars is not None and len(value) > max_chars:
+        raise ProtocolError("bad_message", f"Twilio {what} must be at most {max_chars} characters, got {len(value)}")
 
 
 def _counter(value, name: str, where: str) -> int:
@@ -138,11 +160,17 @@ def _counter(value, name: str, where: str) -> int:
 class TwilioStream:
     """One `/ws/twilio` connection: validates Twilio's message sequence and decodes its audio.
 
+    As a `WireProtocol` its `handle` gives the server's actions; its `fail` closes on any error
+    before the session runs, since Twilio cannot correct a start.
+
     Media of the analyzed tracks is returned as `Audio`; that of a track not analyzed is checked
     and dropped. `track` fixes the one track analyzed; None (default) lets the `start` decide:
     its `track` <Parameter>, else every track Twilio streams. `started` holds the `start`;
     `analyzed` the tracks analyzed and `parties` their party names when there are two.
     """
+
+    source = "twilio"
+    max_messages_before_start = 8  # connected, start, and a little slack: Twilio sends no more
 
     def __init__(self, track: str | None = None):
         if track is not None and track not in TRACKS:
@@ -154,6 +182,8 @@ class TwilioStream:
         self.parties: dict[str, str] = {}  # track -> party name, when the call is split
         self.last_sequence = 0  # highest sequenceNumber seen
         self.ignored: Counter[str] = Counter()  # unknown event types received, for logs
+        self.media_seconds = 0.0  # audio received per track, in seconds: paces marks and DTMF
+        self.notices = 0  # marks and DTMF digits passed on
 
     def receive(self, text: str) -> list[TwilioEvent]:
         """One text message from Twilio -> zero or one event (a list, to stay extensible)."""
@@ -191,12 +221,59 @@ class TwilioStream:
             return self._media(message)
         if kind == "dtmf":
             body = _field(message, "dtmf", dict, "dtmf")
-            return [Dtmf(_field(body, "digit", str, "dtmf"), str(body.get("track", "inbound_track")))]
+            track = body.get("track", "inbound_track")
+            if not isinstance(track, str):
+                raise ProtocolError("bad_message", f"Twilio dtmf `track` must be a string, got {show(track)}")
+            _check_text(track, "dtmf `track`", MAX_TELEPHONY_CHARS)
+            return self._notice(Dtmf(_field(body, "digit", str, "dtmf", MAX_TELEPHONY_CHARS), track))
         if kind == "mark":
             body = _field(message, "mark", dict, "mark")
-            return [Marked(_field(body, "name", str, "mark"))]
+            return self._notice(Marked(_field(body, "name", str, "mark", MAX_TELEPHONY_CHARS)))
         self.state = TwilioState.STOPPED
         return [Stopped()]
+
+    # -- as a WireProtocol (stream.protocol.wire) --
+    @property
+    def done(self) -> bool:
+        """True after Twilio's `stop`."""
+        return self.state is TwilioState.STOPPED
+
+    def handle(self, text: str | None, data: bytes | None) -> list[Action]:
+        """One WebSocket message -> the server's actions: open (token to check), feed a track, notices, end."""
+        if text is None:
+            raise ProtocolError("text_expected", "Twilio Media Streams messages are JSON text")
+        actions: list[Action] = []
+        for event in self.receive(text):
+            if isinstance(event, Started):
+                start = start_message_for(event, self.parties)
+                actions.append(OpenSession(start, tuple(self.parties.values()), "int16", token=event.token))
+            elif isinstance(event, Audio):
+                actions.append(FeedAudio(event.samples, event.party))
+            elif isinstance(event, Stopped):
+                actions.append(EndSession(reply=False))
+            else:
+                kind = "mark" if isinstance(event, Marked) else "dtmf"
+                actions.append(Notice({"event": kind, **event.__dict__}))
+        return actions
+
+    def refused(self) -> None:
+        """Twilio does not retry a start: the connection is closed (see `fail`)."""
+
+    def fail(self, exc: EmostreamError, started: bool) -> Verdict:
+        """Twilio takes no messages back; closing errors close, and so does any error before a session runs."""
+        code = close_code(getattr(exc, "code", "error"))
+        if code is None and not started:
+            code = CloseCode.POLICY  # nothing to analyze without a start the server took
+        return Verdict(None, code)
+
+    def _notice(self, event: Marked | Dtmf) -> list[TwilioEvent]:
+        """A mark or DTMF digit, unless the call already sent more than its audio allows (then dropped, counted)."""
+        allowed = NOTICE_BURST + NOTICES_PER_SECOND * self.media_seconds
+        if self.notices >= allowed:
+            self.ignored["(too many marks and dtmf)"] += 1
+            return []
+        self.notices += 1
+        return [event]
 
     def _check_sequence(self, message: Mapping, kind: str):
         """sequenceNumber, where present, must increase (gaps are allowed)."""
@@ -238,6 +315,10 @@ class TwilioStream:
             raise ProtocolError(
                 "bad_message", f"Twilio start `customParameters` must be an object, got {show(params)}"
             )
+        for key, value in params.items():  # checked before the token is: nothing unsendable gets past
+            _check_text(key, "start <Parameter> name")
+            if isinstance(value, str):
+                _check_text(value, f"start <Parameter> {show(key)}")
         analyzed = self._analyzed(tracks, params)
         parties = self._parties(analyzed, params)
         sid = _field(body, "streamSid", str, "start")
@@ -313,6 +394,8 @@ class TwilioStream:
         timestamp = _counter(body.get("timestamp", 0), "timestamp", "media")
         if track not in TRACKS:
             raise ProtocolError("unknown_track", f"Twilio media of a track {track!r}; known tracks: {', '.join(TRACKS)}")
+        if track == self.analyzed[0]:
+            self.media_seconds += len(data) / TWILIO_RATE  # one μ-law byte per sample
         if track not in self.analyzed:
             return []
         return [Audio(mulaw.decode(data), track, chunk, timestamp, self.parties.get(track))]

@@ -58,6 +58,7 @@ class EmostreamServer:
         self.mqtt: MqttPublisher | None = None
         self.access_log = AccessLog(settings.recordings)
         self.predicts_running = 0  # /api/predict analyses in progress
+        self.unstarted = 0  # stream sockets open whose session has not started (--max-unstarted)
         self._retention: asyncio.Task | None = None
 
     async def startup(self) -> None:
@@ -66,7 +67,7 @@ class EmostreamServer:
         self.repair_interrupted()
         if self.settings.retention is not None:  # sweeps at once, then periodically
             self._retention = asyncio.get_running_loop().create_task(
-                sweep_forever(self.settings.recordings, self.settings.retention, lambda: list(self.sessions),
+                sweep_forever(self.settings.recordings, self.settings.retention, lambda: [s["session_id"] for s in self.live_sessions()],
                               self.access_log), name="retention")
         await self.prepare_model()
         self.scheduler = self.make_scheduler()

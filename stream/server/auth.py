@@ -1,6 +1,6 @@
 """Access control of the live server: credentials, the rights they carry, and the gate that checks them.
 
-Three rights (README "Access"): `stream` sends audio (/ws/stream, /ws/twilio, /api/predict),
+Three rights (docs/server.md, "Access"): `stream` sends audio (/ws/stream, /ws/twilio, /api/predict),
 `watch` reads what was analyzed (/ws/monitor, /api/sessions..., /metrics), `admin` deletes
 sessions. Each has its own credential (--stream-token, --watch-token, --admin-token; admin may
 watch too); --token carries all three. With no credential configured every route is open (the
@@ -13,6 +13,8 @@ import hmac
 import json
 from dataclasses import dataclass
 from urllib.parse import parse_qs
+
+from twilio.request_validator import RequestValidator
 
 from .settings import ServerSettings
 
@@ -134,8 +136,6 @@ class AccessGate:
         signature = headers.get(b"x-twilio-signature")
         if signature is None:
             return None
-        from twilio.request_validator import RequestValidator
-
         validator = RequestValidator(self.settings.twilio_auth_token)
         return any(validator.validate(url, {}, signature.decode("latin-1")) for url in _request_urls(scope, self.settings))
 
@@ -168,4 +168,5 @@ def token_ok(expected: str | None, presented: str | None) -> bool:
     """Constant-time token comparison; no token configured means open access."""
     if not expected:
         return True
-    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+    # surrogatepass: a presented lone surrogate (JSON allows one) is simply not the secret
+    return presented is not None and hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode())

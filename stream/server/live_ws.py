@@ -10,31 +10,10 @@ import time
 from starlette.websockets import WebSocket
 
 from models.errors import EmostreamError
-from stream.protocol.native import (
-    CLOSE_INTERNAL,
-    CLOSE_NORMAL,
-    CLOSE_POLICY,
-    CLOSE_TRY_AGAIN,
-    ClientStream,
-    ProtocolError,
-    StartMessage,
-    State,
-    close_code,
-    error,
-    event_message,
-    ready,
-    summary,
-)
-from stream.protocol.twilio import (
-    Audio,
-    Dtmf,
-    Marked,
-    Started,
-    Stopped,
-    TwilioStream,
-    session_id_for,
-    start_message_for,
-)
+from stream.protocol.closing import CloseCode
+from stream.protocol.native import ClientStream, ProtocolError, event_message, ready, summary
+from stream.protocol.twilio import TwilioStream
+from stream.protocol.wire import EndSession, FeedAudio, Notice, OpenSession, Verdict, WireProtocol
 
 from .auth import access_for, credentials
 from .outbox import Outbox
@@ -42,20 +21,15 @@ from .session import SessionSpec
 
 log = logging.getLogger("emostream.server")
 
-# Messages a socket may send before its session starts: enough to correct a few bad starts,
-# too few to make the server hold or answer much for a client that never starts (or, on
-# /ws/twilio, never authenticates).
-MAX_MESSAGES_BEFORE_START = {"native": 32, "twilio": 8}
-
 
 class _Connection:
-    """The state of one socket's session, shared by the native and Twilio handlers."""
+    """One socket's session, driven by the actions its wire protocol hands out."""
 
-    def __init__(self, ws: WebSocket, outbox, source: str):
+    def __init__(self, ws: WebSocket, wire: WireProtocol, outbox: Outbox | None):
         self.ws = ws
         self.server = ws.app.state.server
-        self.outbox = outbox
-        self.source = source
+        self.wire = wire
+        self.outbox = outbox  # None: the protocol takes no messages back (Twilio)
         self.session = None
         self.ended = False
         self._deadline = time.monotonic() + self.server.settings.start_timeout
@@ -66,9 +40,9 @@ class _Connection:
         if self.session is not None:
             return await self.ws.receive()
         self._before_start += 1
-        if self._before_start > MAX_MESSAGES_BEFORE_START[self.source]:
-            raise ProtocolError("too_many_messages",
-                                f"more than {MAX_MESSAGES_BEFORE_START[self.source]} messages before a valid start")
+        limit = self.wire.max_messages_before_start
+        if self._before_start > limit:
+            raise ProtocolError("too_many_messages", f"more than {limit} messages before a valid start")
         try:
             return await asyncio.wait_for(self.ws.receive(), max(0.0, self._deadline - time.monotonic()))
         except asyncio.TimeoutError:
@@ -76,26 +50,75 @@ class _Connection:
                 "start_timeout", f"no valid start within {self.server.settings.start_timeout:g} s"
             ) from None
 
-    def start(self, spec: SessionSpec, sample_format: str):
-        """Open the session, unless the server already runs --max-sessions."""
+    async def perform(self, action) -> None:
+        """Carry out one action of the wire protocol."""
+        if isinstance(action, FeedAudio):
+            self.feed(action.samples, action.party)
+        elif isinstance(action, OpenSession):
+            try:
+                self.open(action)
+            except EmostreamError:
+                self.wire.refused()  # the client may send a corrected start
+                raise
+        elif isinstance(action, EndSession):
+            result = await self.finish()
+            if action.reply:
+                self.send(summary(self.session.spec.session_id, result))
+        elif isinstance(action, Notice):
+            self.server.broadcast({"type": "telephony", "session_id": self.session.spec.session_id, **action.body})
+
+    def open(self, action: OpenSession) -> None:
+        """Open the session a start asks for, unless its in-band token is wrong or the server is full."""
+        if self.ws.scope.get("state", {}).get("token_pending"):  # the handshake carried no credential
+            presented = [action.token] if action.token else []
+            if "stream" not in access_for(credentials(self.server.settings), presented).rights:
+                raise ProtocolError("unauthorized", f"missing or wrong token <Parameter> in the {self.wire.source} start")
         limit = self.server.settings.max_sessions
         if len(self.server.sessions) >= limit:  # checked at start too: sockets may open first
             self.server.metrics.sessions_refused.labels("max_sessions").inc()
             raise ProtocolError("server_full", f"server full: {limit} sessions")
-        self.session = self.server.open_session(spec, self.outbox, sample_format)
-        return self.session
+        start = action.start
+        spec = SessionSpec(self.server.new_session_id(start.session_id), start.sample_rate, start.encoding,
+                           start.channels, start.context, dict(start.metadata), self.wire.source, action.parties)
+        self.session = self.server.open_session(spec, self.outbox, action.sample_format)
+        sid = spec.session_id
+        self.send(ready(sid, self.session.core.config.describe(), spec.parties))
+        for party, info in self.session.info_events.items():
+            self.send(event_message(sid, info, party))
 
-    def feed(self, samples, rate: int, party: str | None = None) -> bool:
-        """Analyze samples (of one party, Twilio's tracks); False when the session reached its length limit."""
+    def feed(self, samples, party: str | None = None) -> None:
+        """Analyze samples (of one party, where each party's audio comes apart), within the length limit."""
         self.session.feed(samples, party)
-        self.server.metrics.audio_seconds.inc(len(samples) / rate)
-        return self.session.received_seconds <= self.server.settings.max_session_seconds
+        self.server.metrics.audio_seconds.inc(len(samples) / self.session.spec.sample_rate)
+        if self.session.received_seconds > self.server.settings.max_session_seconds:
+            raise ProtocolError(
+                "session_too_long", f"sessions are limited to {self.server.settings.max_session_seconds:g} s"
+            )
+
+    def send(self, message: dict) -> None:
+        """A message for this socket's client, where its protocol takes any."""
+        if self.outbox is not None:
+            self.outbox.put(message)
 
     async def finish(self) -> dict:
+        """Flush the session's analysis and unregister it."""
         result = await self.session.finish()
         self.server.end_session(self.session, result)
         self.ended = True
         return result
+
+    async def fail(self, exc: EmostreamError) -> Verdict:
+        """Count an error, answer it as the protocol says, and flush the session first where it says so."""
+        code = getattr(exc, "code", "error")
+        self.server.metrics.errors.labels(code).inc()
+        self.server.metrics.dropped.labels(code).inc()
+        running = self.session is not None and not self.ended
+        verdict = self.wire.fail(exc, running)
+        if verdict.reply is not None:
+            self.send(verdict.reply)
+        if verdict.close is not None and verdict.finish_first and running:
+            self.send(summary(self.session.spec.session_id, await self.finish()))
+        return verdict
 
     def abandon(self, reason: str) -> None:
         """Close the recording of a session that did not stop normally."""
@@ -109,84 +132,61 @@ class _Connection:
             finally:
                 self.server.end_session(self.session, result)
 
-    def reject(self, exc: EmostreamError) -> None:
-        """Answer one bad message with an error; the session goes on."""
-        code = getattr(exc, "code", "error")
-        self.server.metrics.errors.labels(code).inc()
-        self.server.metrics.dropped.labels(code).inc()
-        if self.outbox is not None:
-            self.outbox.put(error(code, str(exc)))
 
+async def serve_wire(ws: WebSocket, wire: WireProtocol, replies: bool = True) -> None:
+    """The one socket loop: read messages, let `wire` turn them into actions, perform them, close.
 
-async def _accept(ws: WebSocket):
-    """Accept a stream connection, or close it with 1013 when the server cannot take one now."""
+    `replies`: whether the protocol's client reads messages from the server (Twilio's does not).
+    """
     await ws.accept()
     server = ws.app.state.server
     refusal = server.refusal()
     if refusal:
-        await ws.close(code=CLOSE_TRY_AGAIN, reason=refusal)
-        return None
-    return server
-
-
-async def native_stream(ws: WebSocket) -> None:
-    """`/ws/stream`: start → ready → binary audio → stop → final events → summary → close."""
-    server = await _accept(ws)
-    if server is None:
+        await ws.close(code=CloseCode.TRY_AGAIN, reason=refusal)
         return
-    conn = _Connection(ws, Outbox(ws, max_bytes=server.settings.max_queue_bytes), "native")
-    protocol = ClientStream(max_message_bytes=server.settings.max_message_bytes)
-    close = CLOSE_NORMAL, ""
+    if server.unstarted >= server.settings.max_unstarted:
+        server.metrics.sessions_refused.labels("max_unstarted").inc()
+        await ws.close(code=CloseCode.TRY_AGAIN, reason=f"too many connections without a session: {server.unstarted}")
+        return
+    outbox = Outbox(ws, max_bytes=server.settings.max_queue_bytes) if replies else None
+    conn = _Connection(ws, wire, outbox)
+    close: tuple[CloseCode, str] | None = None
+    server.unstarted += 1  # until its session starts: sockets that never start are bounded too
+    waiting = True
     try:
-        while close == (CLOSE_NORMAL, "") and protocol.state is not State.STOPPED:
+        while close is None and not wire.done and not conn.ended:
             try:
                 message = await conn.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                if message.get("text") is not None:
-                    parsed = protocol.receive_text(message["text"])
-                    if isinstance(parsed, StartMessage):
-                        try:
-                            _start_native(conn, parsed)
-                        except EmostreamError:
-                            protocol.refuse_start()  # the client may send a corrected start
-                            raise
-                    else:
-                        conn.outbox.put(summary(conn.session.spec.session_id, await conn.finish()))
-                elif message.get("bytes") is not None:
-                    samples = protocol.receive_binary(message["bytes"])
-                    if not conn.feed(samples, protocol.start.sample_rate):
-                        raise ProtocolError(
-                            "session_too_long", f"sessions are limited to {server.settings.max_session_seconds:g} s"
-                        )
+                for action in wire.handle(message.get("text"), message.get("bytes")):
+                    await conn.perform(action)
+                if waiting and conn.session is not None:
+                    server.unstarted -= 1
+                    waiting = False
             except EmostreamError as exc:
-                conn.reject(exc)
-                code = close_code(exc.code)
-                if code is not None:
-                    if conn.session is not None and not conn.ended and exc.code == "session_too_long":
-                        conn.outbox.put(summary(conn.session.spec.session_id, await conn.finish()))
-                    close = code, exc.code
+                if outbox is None:
+                    log.warning("%s stream: %s", wire.source, exc)
+                verdict = await conn.fail(exc)
+                if verdict.close is not None:
+                    close = verdict.close, getattr(exc, "code", "error")
     except Exception:
-        log.exception("session failed")
-        close = CLOSE_INTERNAL, "internal"
+        log.exception("%s session failed", wire.source)
+        close = CloseCode.INTERNAL, "internal"
     finally:
-        conn.abandon("disconnected" if close[0] == CLOSE_NORMAL else close[1])
-        await conn.outbox.drain()
+        if waiting:
+            server.unstarted -= 1
+        conn.abandon("disconnected" if close is None else close[1])
+        if outbox is not None:
+            await outbox.drain()
+        code, reason = close or (CloseCode.NORMAL, "")
         with contextlib.suppress(Exception):
-            await ws.close(code=close[0], reason=close[1])
+            await ws.close(code=code, reason=reason)
 
 
-def _start_native(conn: _Connection, start: StartMessage) -> None:
-    """Open the session a `start` message asks for and answer `ready` and `info`."""
-    if start.session_id and start.session_id.startswith("twilio-"):
-        raise ProtocolError("bad_start", "session ids starting with 'twilio-' belong to /ws/twilio streams")
-    sid = conn.server.new_session_id(start.session_id)
-    spec = SessionSpec(sid, start.sample_rate, start.encoding, start.channels, start.context,
-                       dict(start.metadata), "native", start.party_names)
-    session = conn.start(spec, "float32" if start.encoding == "pcm_f32le" else "int16")
-    conn.outbox.put(ready(sid, session.core.config.describe(), spec.parties))
-    for party, info in session.info_events.items():
-        conn.outbox.put(event_message(sid, info, party))
+async def native_stream(ws: WebSocket) -> None:
+    """`/ws/stream`: start → ready → binary audio → stop → final events → summary → close."""
+    await serve_wire(ws, ClientStream(max_message_bytes=ws.app.state.server.settings.max_message_bytes))
 
 
 async def twilio_stream(ws: WebSocket) -> None:
@@ -194,56 +194,7 @@ async def twilio_stream(ws: WebSocket) -> None:
 
     Twilio takes no analysis messages back, so events go to monitors, MQTT and the recording.
     """
-    server = await _accept(ws)
-    if server is None:
-        return
-    conn = _Connection(ws, None, "twilio")
-    stream = TwilioStream()
-    close = CLOSE_NORMAL, ""
-    try:
-        while close == (CLOSE_NORMAL, "") and not conn.ended:
-            try:
-                message = await conn.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("text") is None:
-                    raise ProtocolError("text_expected", "Twilio Media Streams messages are JSON text")
-                for event in stream.receive(message["text"]):
-                    if isinstance(event, Started):
-                        if ws.scope.get("state", {}).get("token_pending") and "stream" not in access_for(
-                            credentials(server.settings), [event.token] if event.token else []
-                        ).rights:
-                            raise ProtocolError("unauthorized", "missing or wrong token <Parameter> in the Twilio start")
-                        start = start_message_for(event, stream.parties)
-                        spec = SessionSpec(server.new_session_id(session_id_for(event)), start.sample_rate, start.encoding,
-                                           start.channels, start.context, dict(start.metadata), "twilio",
-                                           tuple(stream.parties.values()))
-                        conn.start(spec, "int16")
-                    elif isinstance(event, Audio):
-                        if not conn.feed(event.samples, conn.session.spec.sample_rate, event.party):
-                            raise ProtocolError("session_too_long", "the call reached --max-session-seconds")
-                    elif isinstance(event, (Marked, Dtmf)):
-                        server.broadcast(
-                            {"type": "telephony", "session_id": conn.session.spec.session_id,
-                             "event": "mark" if isinstance(event, Marked) else "dtmf", **event.__dict__}
-                        )
-                    elif isinstance(event, Stopped):
-                        await conn.finish()
-            except EmostreamError as exc:
-                log.warning("twilio stream: %s", exc)
-                conn.reject(exc)
-                code = close_code(exc.code)
-                if code is None and conn.session is None:
-                    code = CLOSE_POLICY  # nothing to analyze without a start the server took
-                if code is not None:
-                    close = code, exc.code
-    except Exception:
-        log.exception("twilio session failed")
-        close = CLOSE_INTERNAL, "internal"
-    finally:
-        conn.abandon("disconnected" if close[0] == CLOSE_NORMAL else close[1])
-        with contextlib.suppress(Exception):
-            await ws.close(code=close[0], reason=close[1])
+    await serve_wire(ws, TwilioStream(), replies=False)
 
 
 async def monitor(ws: WebSocket) -> None:
@@ -251,7 +202,7 @@ async def monitor(ws: WebSocket) -> None:
     await ws.accept()
     server = ws.app.state.server
     box = Outbox(ws, max_bytes=server.settings.max_queue_bytes)
-    box.put({"type": "sessions", "sessions": server.live_sessions()})
+    box.put({"type": "sessions", "sessions": server.live_sessions()}, counted=False)
     server.monitor.outboxes.add(box)
     try:
         while (await ws.receive())["type"] != "websocket.disconnect":

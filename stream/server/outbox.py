@@ -6,8 +6,17 @@ import asyncio
 import contextlib
 import json
 
+from stream.protocol.closing import CloseCode
 
-CLOSE_TOO_SLOW = 1013  # "try again later": the dashboard reconnects and starts from a fresh sessions list
+
+def encode(message: dict) -> str:
+    """A message as JSON text; a client's lone surrogate in it is escaped rather than unsendable."""
+    text = json.dumps(message, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's \uXXXX escapes carry it; UTF-8 cannot
+        return json.dumps(message)
+    return text
 
 
 class Outbox:
@@ -26,17 +35,21 @@ class Outbox:
         self.broken = False
         self._closer: asyncio.Task | None = None
 
-    def put(self, message: dict) -> None:
-        """Queue a JSON message; a client too slow to read `limit` messages or `max_bytes` is closed."""
+    def put(self, message: dict, counted: bool = True) -> None:
+        """Queue a JSON message; a client too slow to read `limit` messages or `max_bytes` is closed.
+
+        `counted=False` queues a message outside the byte budget: a monitor's first snapshot, whose
+        size follows the sessions' metadata, not the reader's speed.
+        """
         if self.broken:
             return
-        text = json.dumps(message, ensure_ascii=False)
-        size = len(text.encode("utf-8"))
+        text = encode(message)
+        size = len(text.encode("utf-8")) if counted else 0
         if self.queued_bytes + size > self.max_bytes:
             self._too_slow()
             return
         try:
-            self.queue.put_nowait(text)
+            self.queue.put_nowait((text, size))
         except asyncio.QueueFull:
             self._too_slow()
             return
@@ -52,14 +65,15 @@ class Outbox:
 
     async def _close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.ws.close(code=CLOSE_TOO_SLOW, reason="too slow: messages were not read")
+            await self.ws.close(code=CloseCode.TRY_AGAIN, reason="too slow: messages were not read")
 
     async def _write(self) -> None:
         while True:
-            text = await self.queue.get()
-            if text is None:
+            item = await self.queue.get()
+            if item is None:
                 return
-            self.queued_bytes -= len(text.encode("utf-8"))
+            text, size = item
+            self.queued_bytes -= size
             try:
                 await self.ws.send_text(text)
             except Exception:  # the client went away; the session still finishes and records

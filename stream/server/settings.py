@@ -37,7 +37,7 @@ class ServerSettings:
     mqtt: str | None = option(None, "publish every event to mqtt://host:port", kind=str)
     mqtt_prefix: str = option("emostream", "MQTT topic prefix")
     allow_public: bool = option(False, "allow a non-loopback --host without a token (another layer protects it)")
-    # Least privilege (README "Access"): each right has its own credential; --token has them all.
+    # Least privilege (docs/server.md, "Access"): each right has its own credential; --token has them all.
     stream_token: str | None = option(None, "credential that may only send audio (/ws/stream, /ws/twilio, /api/predict)",
                                       "access", str)
     watch_token: str | None = option(None, "credential that may only watch (dashboard feed, sessions, recordings, metrics)",
@@ -54,7 +54,7 @@ class ServerSettings:
     ssl_certfile: Path | None = option(None, "serve HTTPS/WSS with this certificate (PEM; uvicorn's --ssl-certfile)",
                                        "access", Path)
     ssl_keyfile: Path | None = option(None, "private key of --ssl-certfile (PEM)", "access", Path)
-    # Privacy (README "Privacy"): what is kept and for how long.
+    # Privacy (docs/server.md, "Privacy"): what is kept and for how long.
     record: str = option("audio+events", "what a live session keeps: audio+events, events (no audio) or none", "privacy")
     retention_days: float | None = option(None, "delete recordings older than this many days (on start and hourly)",
                                           "privacy", float)
@@ -78,10 +78,17 @@ class ServerSettings:
     )
     max_backlog_seconds: float = option(30.0, "a session's unscored audio before it is closed (1013)", "limits")
     start_timeout: float = option(10.0, "seconds a stream socket may stay open without a valid start", "limits")
+    max_unstarted: int = option(
+        64, "stream sockets open at once without a started session, all endpoints together (1013 beyond)", "limits",
+    )
     max_queue_bytes: int = option(4 << 20, "bytes waiting to be sent to one socket before it is closed (1013)", "limits")
     max_upload_bytes: int = option(100 << 20, "largest /api/predict request body (413)", "limits")
     max_predict_seconds: float = option(900.0, "longest audio /api/predict analyzes (413)", "limits")
     max_predicts: int = option(2, "concurrent /api/predict analyses (429 beyond)", "limits")
+    max_predict_channels: int = option(
+        2, "channels /api/predict splits into parties (split_channels; 422 unsupported_channels beyond); "
+        "decoded memory grows with it", "limits",
+    )
     measure_processes: int = option(
         os.cpu_count() or 1,
         "processes measuring the decision layer's quality and cues (0: one thread of the server)", "limits",
@@ -102,7 +109,7 @@ class ServerSettings:
                 "or pass --allow-public if another layer protects the server"
             )
         for name in ("max_sessions", "max_message_bytes", "max_batch", "max_pending", "max_queue_bytes",
-                     "max_upload_bytes", "max_predicts"):
+                     "max_upload_bytes", "max_predicts", "max_unstarted", "max_predict_channels"):
             if getattr(self, name) is not None and getattr(self, name) < 1:  # None: the device's policy
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.measure_processes < 0:

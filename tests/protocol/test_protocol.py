@@ -15,11 +15,8 @@ from hypothesis import strategies as st
 from models.errors import EmostreamError
 from stream.engine.events import Info, Transition, Window, to_dict
 from stream.protocol import mulaw
+from stream.protocol.closing import CloseCode
 from stream.protocol.native import (
-    CLOSE_INTERNAL,
-    CLOSE_POLICY,
-    CLOSE_TOO_BIG,
-    CLOSE_TRY_AGAIN,
     CLOSING_ERRORS,
     ENCODINGS,
     ERROR_CODES,
@@ -65,11 +62,11 @@ def test_protocol_error_carries_code_per_instance():
 
 
 def test_close_codes():
-    assert close_code("message_too_large") == CLOSE_TOO_BIG == 1009
-    assert close_code("overload") == CLOSE_TRY_AGAIN == 1013
-    assert close_code("internal") == CLOSE_INTERNAL == 1011
+    assert close_code("message_too_large") == CloseCode.TOO_BIG == 1009
+    assert close_code("overload") == CloseCode.TRY_AGAIN == 1013
+    assert close_code("internal") == CloseCode.INTERNAL == 1011
     for code in ("session_too_long", "unauthorized", "twilio_format"):
-        assert close_code(code) == CLOSE_POLICY == 1008
+        assert close_code(code) == CloseCode.POLICY == 1008
     # Message errors: the message is ignored and the session goes on.
     for code in ("bad_start", "odd_byte_count", "already_started", "bad_audio", "twilio_sequence"):
         assert close_code(code) is None
