@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from models.scoring import Scorer
 from stream.decision.fear_disgust import DecisionData
-from stream.protocol.native import ProtocolError, event_message, overload
+from stream.protocol.native import ProtocolError, event_message
 
 from . import http_api, live_ws, predict
 from .audit import AccessLog
@@ -33,7 +33,9 @@ from .outbox import MonitorHub
 from .recording import SessionRecorder, list_sessions, repair
 from .retention import sweep_forever
 from .scheduler import BatchScheduler
+from .scheduling import Scheduler
 from .session import LiveSession, RecordingFailed, SessionHooks, SessionSpec
+from .sinks import Fanout, SessionOutput
 from .settings import ServerSettings, for_device
 from .web_guard import WebGuard
 
@@ -54,7 +56,8 @@ class EmostreamServer:
         self.metrics = ServerMetrics()
         self.sessions: dict[str, LiveSession] = {}
         self.monitor = MonitorHub()
-        self.scheduler: BatchScheduler | None = None  # made on the server's event loop (startup)
+        self.sinks = Fanout(self.monitor.broadcast)  # where session-tagged messages go (MQTT joins at start)
+        self.scheduler: Scheduler | None = None  # made on the server's event loop (startup)
         self.mqtt: MqttPublisher | None = None
         self.access_log = AccessLog(settings.recordings)
         self.predicts_running = 0  # /api/predict analyses in progress
@@ -78,6 +81,7 @@ class EmostreamServer:
                 username=self.settings.mqtt_username, password=self.settings.mqtt_password,
             )
             await self.mqtt.start()
+            self.sinks.add(self.mqtt.publish)
 
     async def prepare_model(self) -> None:
         """Capture the model's CUDA graphs for this server's batches and chunks before streams arrive."""
@@ -85,7 +89,7 @@ class EmostreamServer:
         if prepare is not None:  # focus crops are shorter than a chunk: the same graphs serve them
             await asyncio.to_thread(prepare, self.settings.max_batch, self.settings.analyzer.job_samples)
 
-    def make_scheduler(self) -> BatchScheduler:
+    def make_scheduler(self) -> Scheduler:
         """The scheduler that serves this server's model jobs (a cluster's ingress sends them elsewhere)."""
         return BatchScheduler(
             self.scorer,
@@ -148,24 +152,9 @@ class EmostreamServer:
             info["parties"] = list(spec.parties)
         recorder = None if self.settings.record == "none" else self._recorder(spec, sample_format, info)
         metrics = self.metrics
-
-        def publish(session, events, party):
-            for event in events:
-                metrics.events.labels(event.type).inc()
-                message = event_message(spec.session_id, event, party)
-                if outbox is not None:
-                    outbox.put(message)
-                self.broadcast(message)
-
-        def on_overload(session, depth):
-            metrics.overloads.inc()
-            message = overload("the model cannot keep up; analysis is delayed", depth, spec.session_id)
-            if outbox is not None:
-                outbox.put(message)
-            self.broadcast(message)
-
+        output = SessionOutput(spec.session_id, outbox and outbox.put, self.sinks, metrics)
         hooks = SessionHooks(
-            publish=publish, overload=on_overload, latency=metrics.window_latency.observe,
+            publish=output.events, overload=output.overload, latency=metrics.window_latency.observe,
             failed=lambda s, exc: log.warning("session %s failed: %s", spec.session_id, exc),
         )
         session = LiveSession(
@@ -175,7 +164,7 @@ class EmostreamServer:
         self.sessions[spec.session_id] = session
         metrics.sessions_total.labels(spec.source).inc()
         metrics.sessions_active.set(len(self.sessions))
-        self.broadcast(
+        self.sinks.send(
             {"type": "session_started", "session_id": spec.session_id, **info, "info": event_message(spec.session_id, session.info_event, session.parties[0].name)}
         )
         return session
@@ -198,13 +187,7 @@ class EmostreamServer:
         """Unregister a session and tell the monitors."""
         self.sessions.pop(session.spec.session_id, None)
         self.metrics.sessions_active.set(len(self.sessions))
-        self.broadcast({"type": "session_ended", "session_id": session.spec.session_id, "summary": summary})
-
-    def broadcast(self, message: dict) -> None:
-        """Send a session-tagged message to every monitor and, when configured, to MQTT."""
-        self.monitor.broadcast(message)
-        if self.mqtt is not None:
-            self.mqtt.publish(message)
+        self.sinks.send({"type": "session_ended", "session_id": session.spec.session_id, "summary": summary})
 
     def new_session_id(self, wanted: str | None) -> str:
         """The client's id if free, else a fresh one."""

@@ -65,7 +65,7 @@ class _Connection:
             if action.reply:
                 self.send(summary(self.session.spec.session_id, result))
         elif isinstance(action, Notice):
-            self.server.broadcast({"type": "telephony", "session_id": self.session.spec.session_id, **action.body})
+            self.server.sinks.send({"type": "telephony", "session_id": self.session.spec.session_id, **action.body})
 
     def open(self, action: OpenSession) -> None:
         """Open the session a start asks for, unless its in-band token is wrong or the server is full."""

@@ -20,8 +20,7 @@ from models.scoring import Scorer
 from stream.engine.jobs import EvidenceJob, ModelJob
 
 from .measuring import Measurer
-
-LIVE, BACKGROUND = 0, 1  # submit priorities: live streams first; file analyses (/api/predict) when idle
+from .scheduling import BACKGROUND, LIVE  # noqa: F401  (re-exported: the priorities belong to the protocol)
 
 
 class Overloaded(EmostreamError):
@@ -41,8 +40,8 @@ class BatchStats:
 
 
 class BoundedScheduler:
-    """What every scheduler a `LiveSession` talks to shares, wherever its model runs: the bound on
-    live audio waiting for the model, the measuring pool and the listeners waiting for room.
+    """What every `Scheduler` (stream.server.scheduling) shares, wherever its model runs: the bound
+    on live audio waiting for the model, the measuring pool and the listeners waiting for room.
 
     `BatchScheduler` (the model in this process) and `stream.cluster.RemoteScheduler` (the model
     behind a Ray Serve handle) differ only in where their jobs go.

@@ -26,7 +26,8 @@ from stream.engine.events import Event, Window, to_dict
 from stream.engine.jobs import EvidenceJob, ModelJob
 
 from .parties import PartyStream, split_frames
-from .scheduler import BatchScheduler, Overloaded
+from .scheduler import Overloaded
+from .scheduling import Scheduler
 
 
 class RecordingFailed(EmostreamError):
@@ -67,7 +68,7 @@ class LiveSession:
         spec: SessionSpec,
         config: AnalyzerConfig,
         scorer: Scorer,
-        scheduler: BatchScheduler,
+        scheduler: Scheduler,
         recorder=None,
         hooks: SessionHooks | None = None,
         max_backlog_seconds: float = 30.0,
