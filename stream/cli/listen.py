@@ -28,7 +28,7 @@ from stream.client import Client, ClientError, ServerError, stream_url
 from stream.engine.analyzer import StreamAnalyzer
 from stream.engine.config import AnalyzerConfig
 from stream.engine.events import to_dict
-from stream.protocol.native import ProtocolError, check_party_names
+from stream.engine.parties import PartyError, parties_for, tagged
 from vad import INPUT_RATES
 
 from .options import analyzer_config, decision_data, load_scorer_from_args
@@ -83,14 +83,10 @@ def listen_parties(args) -> tuple[str, ...]:
         if args.parties:
             raise ListenError("--parties names the channels of --split-channels; add --split-channels")
         return ()
-    names = args.parties or list(DEFAULT_PARTIES)
     try:
-        names = check_party_names(names, "--parties")
-    except ProtocolError as exc:
+        return parties_for(args.parties or DEFAULT_PARTIES, 2, "--parties")  # a stereo device: two channels
+    except PartyError as exc:
         raise ListenError(str(exc)) from None
-    if len(names) != 2:
-        raise ListenError(f"--parties names {len(names)} parties; --split-channels records 2 channels: give two names")
-    return names
 
 
 # ---- sounddevice -----------------------------------------------------------------------------
@@ -267,7 +263,7 @@ class LiveView:
         self._shown = 0
         self._last = 0.0
         self._live = None
-        try:
+        try:  # rich only for this view (never for --plain); without it, ANSI cursor movement
             from rich.console import Console
             from rich.live import Live
 
@@ -291,7 +287,7 @@ class LiveView:
         self._last = now
         lines = self.state.lines()
         if self._live is not None:
-            from rich.text import Text
+            from rich.text import Text  # rich is there: __init__ started its Live
 
             text = Text()
             for i, (line, style) in enumerate(lines):
@@ -380,8 +376,7 @@ class LocalEngine:
     def _emit(self, results) -> None:
         for party, events in results:
             for event in events:
-                body = to_dict(event)
-                self.emit(body if party is None else {"type": body.pop("type"), "party": party, **body})
+                self.emit(tagged(to_dict(event), party))
 
     async def feed(self, block: np.ndarray) -> None:
         columns = list(self.analyzers)

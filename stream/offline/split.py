@@ -20,7 +20,7 @@ from models.scoring import RANDOM_WEIGHTS_WARNING, Scorer
 from stream.decision.fear_disgust import DecisionData
 from stream.engine.config import AnalyzerConfig
 from stream.engine.events import to_dict
-from stream.protocol.native import ProtocolError, check_party_names, default_parties
+from stream.engine.parties import parties_for, tagged
 
 from .analyze import AnalysisResult, analyze_audio
 from .audio_file import DecodedAudio, write_wav
@@ -62,14 +62,7 @@ class SplitResult:
 
 def party_names(names: Sequence[str] | None, channels: int) -> tuple[str, ...]:
     """The parties of a file with `channels` channels: `names` (one per channel) or the channel indices."""
-    if not names:
-        return default_parties(channels)
-    names = check_party_names(list(names), "--parties")
-    if len(names) != channels:
-        raise ProtocolError(
-            "bad_parties", f"--parties names {len(names)} parties for a file of {channels} channels: give one name per channel"
-        )
-    return names
+    return parties_for(names, channels, "--parties")
 
 
 def analyze_channels(
@@ -101,8 +94,7 @@ def write_split_outputs(split: SplitResult, out: Path, config: AnalyzerConfig, e
     with open(written[1], "w", encoding="utf-8") as f:
         for p in split.parties:
             for event in p.result.events:
-                body = to_dict(event)
-                f.write(json.dumps({"type": body.pop("type"), "party": p.party, **body}, ensure_ascii=False) + "\n")
+                f.write(json.dumps(tagged(to_dict(event), p.party), ensure_ascii=False) + "\n")
     plot_parties([(p.party, p.result) for p in split.parties], written[2])
     for p in split.parties:
         written.append(out / f"processed_audio-{p.party}.wav")

@@ -11,20 +11,30 @@ The protocol, for clients: docs/protocol.md.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from models.errors import EmostreamError
 from stream.engine.events import Event, to_dict
+from stream.engine.parties import (  # noqa: F401  (re-exported: part of the protocol's vocabulary)
+    PARTY_RE,
+    WHOLE_SESSION,
+    PartyError,
+    check_party_names,
+    default_parties,
+    parties_for,
+    tagged,
+)
 from vad import INPUT_RATES
 
 from . import mulaw
 from .closing import CloseCode
+from .messages import ClientMessage, StartMessage, StopMessage
 from .wire import Action, EndSession, FeedAudio, OpenSession, Verdict
 
 PROTOCOL_VERSION = 1  # sent in `ready`; bumped on incompatible changes
@@ -42,8 +52,6 @@ SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # 1-64 chars, 
 START_FIELDS = (
     "type", "sample_rate", "encoding", "channels", "session_id", "context", "metadata", "split_channels", "parties",
 )
-PARTY_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # party names become MQTT topic levels and file names
-WHOLE_SESSION = "all"  # reserved: what a message about the whole session is filed under (MQTT)
 
 # Every error code a client can receive, with what it means (docs/protocol.md lists them too).
 ERROR_CODES: dict[str, str] = {
@@ -118,51 +126,6 @@ class ProtocolError(EmostreamError):
 # Client -> server
 
 
-@dataclass(frozen=True)
-class StartMessage:
-    """The client's first message: how its audio is encoded and what the session is."""
-
-    sample_rate: int  # Hz, one of INPUT_RATES
-    encoding: str  # one of ENCODINGS
-    channels: int = 1  # interleaved channels per frame, averaged to mono unless split
-    session_id: str | None = None  # client-chosen id (SESSION_ID_RE); the server makes one if None
-    context: str | None = None  # free text about the conversation, recorded with the session
-    metadata: dict = field(default_factory=dict)  # any JSON object, recorded with the session
-    split_channels: bool = False  # analyze each channel as its own party instead of the mix
-    parties: tuple[str, ...] = ()  # the channels' party names when split; default "0", "1", ...
-
-    def to_dict(self) -> dict:
-        """The message as a client sends it (JSON-ready; unset optional fields left out)."""
-        body = {"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding, "channels": self.channels}
-        for name in ("session_id", "context"):
-            if getattr(self, name) is not None:
-                body[name] = getattr(self, name)
-        if self.metadata:
-            body["metadata"] = dict(self.metadata)
-        if self.split_channels:
-            body["split_channels"] = True
-        if self.parties:
-            body["parties"] = list(self.parties)
-        return body
-
-    @property
-    def party_names(self) -> tuple[str, ...]:
-        """One name per analyzed signal: the parties of a split stream, () for the mix."""
-        if not self.split_channels:
-            return ()
-        return self.parties or default_parties(self.channels)
-
-
-@dataclass(frozen=True)
-class StopMessage:
-    """End of audio: the server flushes the analyzer, sends the last events and a summary."""
-
-    def to_dict(self) -> dict:
-        """The message as a client sends it."""
-        return {"type": "stop"}
-
-
-ClientMessage = StartMessage | StopMessage
 
 
 def show(value) -> str:
@@ -286,27 +249,6 @@ def check_metadata(value) -> dict:
     return value
 
 
-def default_parties(channels: int) -> tuple[str, ...]:
-    """The party names of a split stream that named none: its channel indices."""
-    return tuple(str(i) for i in range(channels))
-
-
-def check_party_names(value, where: str = "parties") -> tuple[str, ...]:
-    """A list of distinct party names (PARTY_RE, not the reserved "all"), as a tuple."""
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ProtocolError("bad_parties", f"{where} must be a non-empty list of names, got {value!r}")
-    for name in value:
-        if not isinstance(name, str) or not PARTY_RE.fullmatch(name) or name == WHOLE_SESSION:
-            raise ProtocolError(
-                "bad_parties",
-                f"{where}: each name must be 1-32 characters of A-Z, a-z, 0-9, '_', '-' and not "
-                f"{WHOLE_SESSION!r}, got {name!r}",
-            )
-    if len(set(value)) != len(value):
-        raise ProtocolError("bad_parties", f"{where} must be distinct, got {_allowed(value)}")
-    return tuple(value)
-
-
 def check_split(split, parties, channels: int) -> tuple[bool, tuple[str, ...]]:
     """`split_channels` and `parties` of a start with `channels` channels, validated together."""
     if split is None:
@@ -317,14 +259,19 @@ def check_split(split, parties, channels: int) -> tuple[bool, tuple[str, ...]]:
         return split, ()
     if not split:
         raise ProtocolError("bad_parties", "parties name the channels of a split stream: add \"split_channels\": true")
-    names = check_party_names(parties)
-    if len(names) != channels:
-        raise ProtocolError(
-            "bad_parties",
-            f"parties names {len(names)} part{'y' if len(names) == 1 else 'ies'} for {channels} channel(s): "
-            "give one name per channel",
-        )
-    return split, names
+    with party_errors():
+        if not isinstance(parties, list):  # JSON gives lists; a string would pass as a sequence of names
+            check_party_names(parties)
+        return split, parties_for(parties, channels)
+
+
+@contextlib.contextmanager
+def party_errors():
+    """Party names a message got wrong are that message's `bad_parties` protocol error."""
+    try:
+        yield
+    except PartyError as exc:
+        raise ProtocolError(exc.code, str(exc)) from None
 
 
 def parse_start(fields: Mapping, max_channels: int = 2) -> StartMessage:
@@ -588,9 +535,8 @@ def overload(message: str, queue_depth: int, session_id: str | None = None) -> d
 
 def event_message(session_id: str, event: Event, party: str | None = None) -> dict:
     """An analyzer event (docs/events.md) tagged with its session and, in split sessions, its party."""
-    body = to_dict(event)
-    tags = {"session_id": session_id} if party is None else {"session_id": session_id, "party": party}
-    return {"type": body.pop("type"), **tags, **body}
+    body = tagged(to_dict(event), party)
+    return {"type": body.pop("type"), "session_id": session_id, **body}
 
 
 __all__ = [
@@ -634,6 +580,7 @@ __all__ = [
     "overload",
     "parse_client_text",
     "parse_start",
+    "party_errors",
     "ready",
     "show",
     "summary",

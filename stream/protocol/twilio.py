@@ -40,6 +40,7 @@ from .native import (
     check_party_names,
     close_code,
     loads_object,
+    party_errors,
     show,
 )
 from .wire import Action, EndSession, FeedAudio, Notice, OpenSession, Verdict
@@ -379,7 +380,8 @@ class TwilioStream:
         if len(analyzed) < 2:
             return {}
         names = [params.get(party_parameter(t), DEFAULT_PARTIES[t]) for t in analyzed]
-        check_party_names(names, "the party <Parameter>s (" + ", ".join(map(party_parameter, analyzed)) + ")")
+        with party_errors():
+            check_party_names(names, "the party <Parameter>s (" + ", ".join(map(party_parameter, analyzed)) + ")")
         return dict(zip(analyzed, names))
 
     def _media(self, message: Mapping) -> list[TwilioEvent]:

@@ -10,23 +10,21 @@ connector adds a parser and no loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Union
+from typing import Protocol, Union
 
 import numpy as np
 
 from models.errors import EmostreamError
 
 from .closing import CloseCode
-
-if TYPE_CHECKING:  # native.py builds these actions: importing it here would be circular
-    from .native import StartMessage
+from .messages import StartMessage
 
 
 @dataclass(frozen=True)
 class OpenSession:
     """Start the session a `start` describes."""
 
-    start: "StartMessage"  # rate, encoding, channels, wanted id, context, metadata
+    start: StartMessage  # rate, encoding, channels, wanted id, context, metadata
     parties: tuple[str, ...] = ()  # one analysis per party; () analyzes the mix
     sample_format: str = "int16"  # what `FeedAudio` will carry: "int16" or "float32"
     token: str | None = None  # a credential sent inside the protocol (Twilio's <Parameter>), checked first

@@ -23,6 +23,7 @@ from stream.decision.profiles import Profile
 from stream.engine.analyzer import StreamCore
 from stream.engine.config import AnalyzerConfig
 from stream.engine.events import Event, Window, to_dict
+from stream.engine.parties import tagged
 from stream.engine.jobs import EvidenceJob, ModelJob
 
 from .parties import PartyStream, split_frames
@@ -245,9 +246,7 @@ class LiveSession:
             for event in events:
                 self.counts[event.type] += 1
                 if self.recorder is not None and not isinstance(self._failed, RecordingFailed):
-                    body = to_dict(event)
-                    if party.name is not None:
-                        body = {"type": body.pop("type"), "party": party.name, **body}
+                    body = tagged(to_dict(event), party.name)
                     try:
                         self.recorder.write_event(body)
                     except (OSError, ValueError) as exc:  # the events still reach the live feed

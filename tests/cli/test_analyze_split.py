@@ -71,6 +71,6 @@ def test_bad_splits_are_clear_errors_and_other_files_go_on(two_voices, speech_si
     assert "mono.wav: has one channel; there is nothing to split" in err
     assert len(list((tmp_path / "a").iterdir())) == 1  # the stereo file was still analyzed
     assert run([stereo, "--split-channels", "--parties", "a,b,c"], tiny_model_dir, tmp_path / "b") == 1
-    assert "3 parties for a file of 2 channels" in capsys.readouterr().err
+    assert "3 parties for 2 channel(s)" in capsys.readouterr().err
     assert run([stereo, "--parties", "a,b"], tiny_model_dir, tmp_path / "c") == 2
     assert "add --split-channels" in capsys.readouterr().err

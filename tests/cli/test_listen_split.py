@@ -65,7 +65,7 @@ def test_split_needs_a_stereo_device_and_two_names(stereo_pulse, tiny_model_dir)
     env, _ = stereo_pulse
     rc, _, stderr, _ = listen(env, None, "--input-device", "pulse", "--split-channels", "--parties", "a,b,c",
                               "--model-dir", str(tiny_model_dir), timeout=60)
-    assert rc == 2 and "give two names" in stderr
+    assert rc == 2 and "give one name per channel" in stderr
     rc, _, stderr, _ = listen(env, None, "--input-device", "pulse", "--parties", "a,b", timeout=60)
     assert rc == 2 and "add --split-channels" in stderr
 
