@@ -1,7 +1,7 @@
 """The acoustic cues' pitch tracker against librosa's pYIN: accuracy on voice of known F0, cost.
 
 Two tests, each run with the tracker in stream/decision/cues.py (Praat's autocorrelation method)
-and with pYIN as the cues used it before issue 10 (20 ms frames, 0.25 st grid):
+and with pYIN as the cues used it before Praat replaced it (20 ms frames, 0.25 st grid):
 
 1. **Known F0.** Synthetic voice: glottal-like harmonic sources whose F0 follows a known
    contour (rise-fall, low-rise, flat or fall, with 5 Hz vibrato and slow jitter) through three
@@ -41,7 +41,7 @@ SHAPES = {  # semitones over the stretch, u in [0, 1]
 
 
 def pyin_f0(samples: np.ndarray, rate: int = RATE) -> np.ndarray:
-    """F0 per frame as the cues tracked it before issue 10: librosa's pYIN, NaN where unvoiced."""
+    """F0 per frame as the cues tracked it before Praat: librosa's pYIN, NaN where unvoiced."""
     if len(samples) < 1024:
         return np.full(0, np.nan)
     hop = cues.F0_HOP_SECONDS

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 10, in at most 8 minutes on a machine with nothing but torch (CUDA),
+# The GPU check, in at most 8 minutes on a machine with nothing but torch (CUDA),
 # numpy and the other packages /work/shared/gpu/README.md lists; everything else travels as wheels.
 #
 # Before sending the checkout (on the machine with the project's venv; see ../shared/gpu/README.md):

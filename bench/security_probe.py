@@ -7,26 +7,38 @@ Without --model-dir it writes the tiny random-weight model to a temporary folder
   how the socket ended), and 200 idle sockets (how many are still open after --start-timeout + 5 s).
 - F4 /api/predict: a 300 MiB upload (status, server RSS growth).
 - F9 a client that never reads sends 300 starts with a 500 KB bad value (RSS growth, largest error).
+- Issue 17 F6 /api/predict: a 13 kB FLAC at 655,340 Hz (status, code, server RSS growth).
+- Issue 17 F1 /api/predict: a 1 s 8-channel WAV with split_channels=true (status, code, is the server alive).
+- Issue 17 F10 the silent hour: an hour of silent 20 ms Twilio media, sent as fast as the server takes it
+  (server RSS before and at the end of the hour, the session still live).
+- Issue 17 F2 with --ray: `serve --ray --ssl-certfile --ssl-keyfile --ingress-port` (HTTPS and plain HTTP on
+  both ports, what /healthz tells a caller without a credential, how an over-size message ends).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
 import json
+import ssl
+import subprocess
 import sys
 import tempfile
 import time
+import wave
 from pathlib import Path
 
 import httpx
+import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from server_harness import start_server  # noqa: E402  (the tests' harness: the real server as users run it)
+from server_harness import free_port, start_server  # noqa: E402  (the tests' harness: the real server as users run it)
 
 
 def rss_mib(pid: int) -> float:
@@ -79,10 +91,99 @@ async def bad_starts(srv, token: str) -> int:
         return largest
 
 
+def upload(srv, token: str, path: Path, **form) -> str:
+    """POST `path` to /api/predict: its status and error code, or how the request got no answer."""
+    try:
+        r = httpx.post(f"{srv.http}/api/predict", headers={"Authorization": f"Bearer {token}"}, timeout=300,
+                       files={"file": (path.name, path.read_bytes())}, data=form)
+    except httpx.TransportError as exc:
+        return f"no answer ({type(exc).__name__})"
+    return f"{r.status_code} {r.json().get('code', '') if r.status_code != 200 else 'analyzed'}"
+
+
+def high_rate_flac(srv, token: str, tmp: Path) -> str:
+    """Issue 17 F6: 20 s of silence as FLAC at 655,340 Hz (13 kB), uploaded; what it cost the server."""
+    flac = tmp / "high.flac"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "anullsrc=r=655340:cl=mono", "-t", "20", "-c:a", "flac", str(flac)], check=True)
+    before, t = rss_mib(srv.process.pid), time.monotonic()
+    answer = upload(srv, token, flac)
+    return (f"{flac.stat().st_size / 1000:.0f} kB: {answer} in {time.monotonic() - t:.1f} s; "
+            f"server RSS {before:.0f} -> {rss_mib(srv.process.pid):.0f} MiB")
+
+
+def eight_channel_upload(srv, token: str, tmp: Path) -> str:
+    """Issue 17 F1: 1 s of noise in 8 channels (256 kB WAV) with split_channels=true; is the server alive after?"""
+    path = tmp / "eight.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(8)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.random.default_rng(0).standard_normal((16000, 8)) * 3000).astype("<i2").tobytes())
+    answer = upload(srv, token, path, split_channels="true")
+    time.sleep(1)  # a crashed server needs a moment to be reaped
+    alive = srv.process.poll() is None
+    return f"{answer}; server {'alive' if alive else f'exited with {srv.process.returncode}'}"
+
+
+async def silent_hour(srv, token: str) -> str:
+    """Issue 17 F10: 180,000 silent 20 ms Twilio media messages on one call; what the server holds at the end."""
+    sid, silence = "MZsilenthour", base64.b64encode(b"\xff" * 160).decode()  # μ-law 0xFF is zero
+    before, t = rss_mib(srv.process.pid), time.monotonic()
+    async with connect(f"{srv.ws}/ws/twilio") as tw:
+        await tw.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+            "accountSid": "AC1", "streamSid": sid, "callSid": "CAsilent", "tracks": ["inbound"],
+            "customParameters": {"token": token},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        for i in range(3600 * 50):
+            await tw.send(json.dumps({"event": "media", "sequenceNumber": str(i + 2), "streamSid": sid, "media": {
+                "track": "inbound", "chunk": str(i + 1), "timestamp": str(i * 20), "payload": silence}}))
+        await (await tw.ping())  # the pong: the server has read every media message (its queue is short)
+        during = rss_mib(srv.process.pid)
+        await tw.send(json.dumps({"event": "stop", "sequenceNumber": str(3600 * 50 + 2), "streamSid": sid,
+                                  "stop": {"accountSid": "AC1", "callSid": "CAsilent"}}))
+    return (f"sent in {time.monotonic() - t:.0f} s; server RSS {before:.0f} -> {during:.0f} MiB "
+            f"at the end of the hour (session live)")
+
+
+def tls_on_ray(model: Path, tmp: Path, token: str) -> str:
+    """Issue 17 F2: `serve --ray` with TLS; both of its ports over HTTPS and plain HTTP, and a 2 x 64 KiB message."""
+    from tls_certs import make_tls
+
+    tls, direct = make_tls(tmp / "tls"), free_port()
+    srv = start_server(model, tmp, "--ray", "--ingress-replicas", "1", "--cpus-per-ingress", "0.2",
+                       "--cpus-per-scorer", "0.2", "--cpus-for-hub", "0.05", "--ingress-port", str(direct),
+                       "--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key), "--max-message-bytes",
+                       str(1 << 16), token=token, scheme="https")  # fmt: skip
+    ca = ssl.create_default_context(cafile=str(tls.ca))
+
+    def get(url: str, **kw) -> str:
+        try:
+            return str(httpx.get(url, timeout=30, **kw).json())
+        except httpx.HTTPError as exc:
+            return f"no answer ({type(exc).__name__})"
+
+    async def oversize() -> int | None:
+        async with connect(f"wss://127.0.0.1:{srv.port}/ws/monitor", ssl=ca, additional_headers=srv.headers) as ws:
+            await ws.send(b"x" * (2 << 16))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.wait_closed(), 30)
+            return ws.close_code
+
+    try:
+        ports = [f"{name} https {get(f'https://127.0.0.1:{port}/healthz', verify=ca)}, "
+                 f"http {get(f'http://127.0.0.1:{port}/healthz')}"
+                 for name, port in (("proxy", srv.port), ("ingress port", direct))]  # fmt: skip
+        return f"{'; '.join(ports)}; 128 KiB message over the proxy: close {asyncio.run(oversize())}"
+    finally:
+        srv.stop()
+
+
 def main() -> int:
     """Start a server, run the probes, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--ray", action="store_true", help="also probe `serve --ray` with TLS (ray extra; a minute)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -121,8 +222,14 @@ def main() -> int:
             largest = asyncio.run(bad_starts(srv, token))
             print(f"F9 300 bad starts with a 500 KB value from a non-reading client: largest reply {largest} bytes; "
                   f"server RSS {before:.0f} -> {rss_mib(srv.process.pid):.0f} MiB")
+            print(f"17-F6 predict FLAC at 655,340 Hz: {high_rate_flac(srv, token, tmp)}")
+            print(f"17-F10 the silent hour over /ws/twilio: {asyncio.run(silent_hour(srv, token))}")
+            # Last: before issue 17 this upload crashed the server.
+            print(f"17-F1 predict 8-channel WAV, split_channels=true: {eight_channel_upload(srv, token, tmp)}")
         finally:
             srv.stop()
+        if args.ray:
+            print(f"17-F2 TLS on Ray: {tls_on_ray(model, tmp, token)}")
     return 0
 
 

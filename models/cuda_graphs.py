@@ -1,7 +1,7 @@
 """The scorer's forward as CUDA graphs, one per (batch, length) bucket.
 
 A `large` forward launches hundreds of small kernels; on a GPU a batch of 1–8 chunks costs the
-launching thread's time (13–18 ms, issue 10), not the GPU's. A captured graph replays them all
+launching thread's time (13–18 ms measured), not the GPU's. A captured graph replays them all
 in one launch. Batches are padded up to a bucket so that a few graphs serve every chunk a
 server sends: the batch to a power of two, the length to the frame lookahead plus a multiple
 of 0.25 s (live chunks, their tails and focus crops all fall on few such lengths).

@@ -74,7 +74,7 @@ class Emotion2vecScorer:
         if self._cuda and self.dtype != torch.float32:
             _norms_in_compute_dtype(encoder.local_encoder, self.dtype)
         if self._cuda:
-            # fp32 on CUDA means fp32: TF32 matmuls would move scores by ~1e-3 (issue 10).
+            # fp32 on CUDA means fp32: TF32 matmuls would move scores by ~1e-3, 10× the equality tolerance.
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
 

@@ -21,16 +21,6 @@ def n_frames(n_samples: int) -> int:
     return length
 
 
-def samples_to_frames(n_samples: int) -> int:
-    """Convert a duration in samples that must lie on the frame grid into frames."""
-    if n_samples % FRAME_STRIDE:
-        raise ValueError(
-            f"{n_samples} samples is not a multiple of the {FRAME_STRIDE}-sample "
-            f"({1000 // FRAME_RATE} ms) frame stride"
-        )
-    return n_samples // FRAME_STRIDE
-
-
 def seconds_to_samples(seconds: float) -> int:
     """Seconds to 16 kHz samples, rounded to the nearest sample."""
     return int(round(seconds * SAMPLE_RATE))

@@ -15,6 +15,8 @@ from .random_weights import is_random_model_dir, planted_kind
 from .scoring import Scorer
 
 log = logging.getLogger(__name__)
+# torch, funasr and the hub libraries are imported inside the functions that need them: importing
+# `models` loads none of them (the layers above reach the model through the torch-free Scorer).
 
 REQUIRED_FILES = ("config.yaml", "model.pt", "tokens.txt")
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,7 +62,7 @@ class ModelOptions:
 
 
 def fetch_instructions(model_id: str, size: str) -> str:
-    """How to bring weights to an offline machine, for error messages and the README."""
+    """How to bring weights to an offline machine, for error messages (docs/models.md says the same)."""
     return (
         f"On a machine with internet access run one of:\n"
         f"  pip install modelscope && modelscope download --model iic/emotion2vec_plus_{size} "

@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 from .frames import FRAME_STRIDE, SAMPLE_RATE
-from .labels import LABELS
+from .labels import LABELS, token_to_label
+from .loader import ModelOptions, load_scorer
 from .random_weights import MARKER, write_random_model_dir
 from .scoring import PLANTED_WEIGHTS_WARNING
 
@@ -67,8 +69,6 @@ def brightness(samples: np.ndarray, n_frames: int) -> np.ndarray:
 
 def _espeak(text: str, voice: str, pitch: int, folder: Path) -> np.ndarray:
     """espeak-ng speech as 16 kHz float32, trimmed to its audible span."""
-    import soxr
-
     path = folder / "speech.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-w", str(path), text], check=True, capture_output=True)
     with wave.open(str(path)) as w:
@@ -119,9 +119,7 @@ def write_planted_model_dir(
     path: str | Path, arch: str = "tiny", kind: str = "fear-disgust", seed: int = 0, head: PlantedHead = PlantedHead()
 ) -> Path:
     """Write a model directory of architecture `arch`: random encoder, head planted for `kind`."""
-    import torch
-
-    from .loader import ModelOptions, load_scorer
+    import torch  # here, not at import: the CLI imports this module, and `models` loads no torch
 
     if kind not in PLANTED_KINDS:
         raise ValueError(f"planted must be one of {', '.join(PLANTED_KINDS)}, got {kind!r}")
@@ -154,8 +152,6 @@ def write_planted_model_dir(
 
 def _row(tokens: list[str], label: str) -> int:
     """The head row of `label` in the model's token list."""
-    from .labels import token_to_label
-
     rows = [i for i, t in enumerate(tokens) if token_to_label(t) == label]
     if len(rows) != 1 or label not in LABELS:
         raise ValueError(f"expected one token for {label}, found {len(rows)}")

@@ -7,6 +7,9 @@ every result made with it says so.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -19,6 +22,7 @@ MARKER = "emostream_random_weights.json"
 
 def write_random_model_dir(path: str | Path, arch: str = "tiny", seed: int = 0) -> Path:
     """Write a funasr-layout emotion2vec+ directory of architecture `arch` with seeded random weights."""
+    # torch and funasr load here, not at import: the loader imports this module, and `models` loads no torch.
     import torch
     from funasr.models.emotion2vec.model import Emotion2vec
 
@@ -66,10 +70,6 @@ def demo_model_dir(cache: str | Path | None = None) -> Path:
     `cache` defaults to $XDG_CACHE_HOME/emostream (~/.cache/emostream). The directory is written
     under a temporary name and renamed, so an interrupted first run never leaves half a model.
     """
-    import os
-    import shutil
-    import tempfile
-
     root = Path(cache) if cache else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emostream"
     target = root / "demo-tiny-random"
     if (target / MARKER).is_file() and (target / "model.pt").is_file():

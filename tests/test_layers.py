@@ -1,7 +1,8 @@
 """The layout's guard: imports run one way through the layers, and the import graph has no circle.
 
 Every import of every module is read with `ast`, function-level ones included, and resolved to the
-module it loads. docs/architecture.md draws the layers.
+module it loads. docs/architecture.md draws the layers. The guard is tested too: synthetic upward,
+sideways and circular imports must fail it, and the CLI and the plain server must load no Ray.
 """
 
 from __future__ import annotations
@@ -93,14 +94,20 @@ def test_every_module_has_a_layer():
         layer_of(name)
 
 
-def test_imports_never_point_upward_or_sideways():
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of `graph` that points to a higher layer or sideways to a layer of the same rank."""
     wrong = []
-    for name, targets in GRAPH.items():
+    for name, targets in sorted(graph.items()):
         here = layer_of(name)
         for target in sorted(targets):
             there = layer_of(target)
             if there != here and LAYERS[there] >= LAYERS[here]:  # within a layer: see the circle test
                 wrong.append(f"{name} -> {target} ({here} may not import {there})")
+    return wrong
+
+
+def test_imports_never_point_upward_or_sideways():
+    wrong = layer_violations(GRAPH)
     assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
 
 
@@ -148,6 +155,48 @@ def test_the_guard_sees_circles_and_function_level_imports(tmp_path):
     source = tmp_path / "mod.py"
     source.write_text("def f():\n    from stream.cli.main import main\n    from . import options\n")
     assert imports_of("stream.engine.mod", source) == {"stream.cli.main", "stream.engine"}
+
+
+def test_the_guard_fails_an_upward_import(tmp_path):
+    """A module tree with one upward import, read from disk like the real tree, must fail the checker."""
+    engine = tmp_path / "stream" / "engine"
+    engine.mkdir(parents=True)
+    (engine / "leaky.py").write_text(
+        "from models.scoring import Scorer\n"  # downward: allowed
+        "from ..decision import checks\n"  # downward, relative: allowed
+        "\n\ndef hook():\n    from stream.server.app import create_app  # upward, hidden in a function\n"
+    )
+    graph = {"stream.engine.leaky": imports_of("stream.engine.leaky", engine / "leaky.py")}
+    assert graph["stream.engine.leaky"] == {"models.scoring", "stream.decision.checks", "stream.server.app"}
+    assert layer_violations(graph) == ["stream.engine.leaky -> stream.server.app (stream.engine may not import stream.server)"]
+    # Without the upward import the same tree passes: the checker is not simply failing everything.
+    graph["stream.engine.leaky"].discard("stream.server.app")
+    assert layer_violations(graph) == []
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "why"),
+    [
+        ("stream.client.connection", "stream.server.app", "stream.client may not import stream.server"),
+        ("stream.server.app", "stream.cluster.ingress", "stream.server may not import stream.cluster"),
+        ("stream.decision.checks", "stream.engine.analyzer", "stream.decision may not import stream.engine"),
+        ("models.loader", "vad.segmenter", "models may not import vad"),  # same rank, separate layers
+        ("vad.segmenter", "stream.engine.analyzer", "vad may not import stream.engine"),
+        ("stream.cli.main", "server", "stream.cli may not import server"),
+    ],
+)
+def test_the_guard_fails_each_kind_of_wrong_import(importer, imported, why):
+    """Fed a synthetic import list, the checker names each import against the layers."""
+    assert layer_violations({importer: {imported}}) == [f"{importer} -> {imported} ({why})"]
+    assert find_cycle({importer: {imported}}) is None  # a wrong direction alone is no circle
+
+
+@pytest.mark.parametrize("module", ["stream.cli.main", "stream.server.app"])
+def test_the_cli_and_the_plain_server_load_without_ray(module):
+    """Ray is an optional extra: only `serve --ray` imports it, so the CLI and the one-process server never load it."""
+    code = f"import sys, {module}; assert not any(m == 'ray' or m.startswith('ray.') for m in sys.modules), 'ray loaded'"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 @pytest.mark.parametrize("module", ["stream.engine.analyzer", "stream.decision.checks", "stream.protocol.native"])

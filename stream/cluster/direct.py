@@ -5,7 +5,7 @@ it: at 0.1 s audio messages it carries ~140 streams per core (docs/scaling.md). 
 `--ingress-port`, each ingress replica also listens on that port (the kernel spreads new
 connections over the replicas of a node), so streams reach the replica's event loop directly.
 Serve still places, health-checks and restarts the replicas and batches the model; the proxy
-port keeps serving everything as well.
+port keeps serving everything as well, and both take the same TLS certificate.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 class DirectListener:
     """uvicorn serving an already-started ASGI app on a shared port, on the replica's event loop."""
 
-    def __init__(self, app, host: str, port: int, max_message_bytes: int):
-        """Serve `app` (its lifespan already run by Serve) on host:port."""
+    def __init__(self, app, host: str, port: int, max_message_bytes: int, ssl_certfile=None, ssl_keyfile=None):
+        """Serve `app` (its lifespan already run by Serve) on host:port, with TLS when given a certificate."""
         config = uvicorn.Config(
             app, ws="websockets", ws_max_size=max_message_bytes, lifespan="off", log_level="warning",
-            access_log=False,
+            access_log=False, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.socket = reuse_port_socket(host, port)

@@ -12,12 +12,57 @@ next snapshots (a tenth of a second apart) rebuild the live list.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 STALE_SECONDS = 5.0  # a replica silent this long is gone: its sessions are no longer live
 WATCH_SECONDS = 3.0  # a replica that polled this recently has monitors connected
+# The log for pollers that fall behind, bounded in bytes too: a message carries what a client sent
+# (a session's metadata, up to --max-message-bytes), so a count alone bounds nothing.
+KEEP_MESSAGES = 20_000
+KEEP_BYTES = 32 << 20
+
+
+def message_bytes(message: dict) -> int:
+    """A monitor message's size as JSON: what the byte bounds count."""
+    return len(json.dumps(message, separators=(",", ":"), default=str))
+
+
+class BoundedLog:
+    """Items, oldest first, bounded by count and by their total size: past either bound the oldest go."""
+
+    def __init__(self, max_items: int, max_bytes: int):
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: deque[tuple[Any, int]] = deque()
+
+    def append(self, item: Any, size: int) -> None:
+        """Add `item` of `size` bytes, dropping the oldest items past the bounds."""
+        self._items.append((item, size))
+        self.bytes += size
+        while self._items and (len(self._items) > self.max_items or self.bytes > self.max_bytes):
+            self.bytes -= self._items.popleft()[1]
+
+    def take(self) -> list[tuple[Any, int]]:
+        """Remove and return every item with its size, oldest first."""
+        items = list(self._items)
+        self._items.clear()
+        self.bytes = 0
+        return items
+
+    def first(self) -> Any:
+        """The oldest item (the log must not be empty)."""
+        return self._items[0][0]
+
+    def __iter__(self):
+        return (item for item, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 @dataclass(frozen=True)
@@ -41,9 +86,9 @@ class HubBatch:
 class SessionHub:
     """Live sessions of every ingress replica and a short log of their monitor messages."""
 
-    def __init__(self, keep: int = 20_000):
-        """Keep the newest `keep` messages for pollers that fall behind."""
-        self._log: deque[tuple[int, str, dict]] = deque(maxlen=keep)
+    def __init__(self, keep: int = KEEP_MESSAGES, keep_bytes: int = KEEP_BYTES):
+        """Keep the newest messages, at most `keep` of them and `keep_bytes` of JSON, for pollers that fall behind."""
+        self._log = BoundedLog(keep, keep_bytes)  # of (seq, replica, message)
         self._seq = 0
         self._live: dict[str, tuple[dict, ...]] = {}
         self._seen: dict[str, float] = {}
@@ -60,7 +105,7 @@ class SessionHub:
         if messages:
             for message in messages:
                 self._seq += 1
-                self._log.append((self._seq, replica, message))
+                self._log.append((self._seq, replica, message), message_bytes(message))
             async with self._changed:
                 self._changed.notify_all()
         return HubView(self._others_live(replica, now), self._others_watching(replica, now), self._seq)
@@ -74,7 +119,8 @@ class SessionHub:
                     await asyncio.wait_for(self._changed.wait_for(lambda: self._seq > after), wait)
                 except asyncio.TimeoutError:
                     pass
-        gap = after > self._seq or bool(self._log and self._log[0][0] > after + 1)
+        oldest = self._log.first()[0] if self._log else self._seq + 1
+        gap = after > self._seq or oldest > after + 1
         messages = tuple(m for seq, origin, m in self._log if seq > after and origin != replica)
         return HubBatch(self._seq, messages, gap)
 

@@ -3,7 +3,7 @@
 Each replica hosts its own sessions (their `StreamCore`s, recordings and sinks); `ClusterServer`
 is the single-process `EmostreamServer` with three things swapped: the scheduler (model jobs go
 to the Scorer deployment), the session list and monitor feed (shared through the SessionHub),
-and `/healthz` (which reports every deployment).
+and the details of `/healthz` (which reports every deployment to a caller with a credential).
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+import time
 from datetime import datetime, timedelta, timezone
 
 import ray
 from ray import serve
-from starlette.responses import JSONResponse
 
 from stream.protocol.native import ProtocolError
 from stream.server.app import EmostreamServer, create_app
@@ -24,16 +23,21 @@ from stream.server.recording import list_sessions, repair
 from stream.server.settings import ServerSettings
 
 from .direct import DirectListener
-from .hub import HubView
+from .hub import BoundedLog, HubView, message_bytes
 from .remote_scheduler import RETRYABLE, RemoteScheduler
 from .remote_scorer import RemoteScorer
 from .topology import ClusterOptions
 
 log = logging.getLogger("emostream.cluster")
 PUBLISH_SECONDS = 0.1  # how often a replica tells the hub its sessions and sends its monitor messages
+CLOSE_TOO_BIG = 1009  # the WebSocket close code for a message over the limit, as uvicorn sends it
 REPAIR_GRACE = timedelta(seconds=10)  # a "live" recording younger than this may not have reached the hub yet
 SWEEP_SECONDS = (15.0, 300.0)  # look for dead replicas' recordings again after these (then every 300 s)
-OUTGOING_LIMIT = 50_000  # monitor messages held while the hub is unreachable (recordings and MQTT keep everything)
+# Monitor messages held while the hub is unreachable, bounded in count and in bytes (a message may
+# carry a client's metadata); the oldest go first. Recordings and MQTT keep everything.
+OUTGOING_LIMIT = 50_000
+OUTGOING_BYTES = 16 << 20
+HEALTH_SECONDS = 2.0  # /healthz asks Serve for the deployments' states at most this often per replica
 
 
 class ClusterServer(EmostreamServer):
@@ -46,8 +50,11 @@ class ClusterServer(EmostreamServer):
         self.replica = replica
         self.options = options
         self.node = ray.get_runtime_context().get_node_id()
-        self._outgoing: deque[dict] = deque(maxlen=OUTGOING_LIMIT)
+        self._outgoing = BoundedLog(OUTGOING_LIMIT, OUTGOING_BYTES)
+        self._health: tuple[float, dict] | None = None  # (when, the deployments' states)
+        self._health_lock = asyncio.Lock()
         self._view = HubView((), False, 0)
+        self.sinks.add(self.to_hub)  # besides this replica's monitors and MQTT
         self._poll_after: int | None = None
         self._tasks: list[asyncio.Task] = []
         self.app = None  # the ASGI app around this server, for --ingress-port
@@ -72,7 +79,8 @@ class ClusterServer(EmostreamServer):
         self._tasks = [loop.create_task(t) for t in (self._publish_loop(), self._poll_loop(), self._sweep_loop())]
         if self.options.ingress_port is not None and self.app is not None:
             self._direct = DirectListener(self.app, self.settings.host, self.options.ingress_port,
-                                          self.settings.max_message_bytes)  # fmt: skip
+                                          self.settings.max_message_bytes, self.settings.ssl_certfile,
+                                          self.settings.ssl_keyfile)  # fmt: skip
             self._direct.start()
 
     async def shutdown(self) -> None:
@@ -89,11 +97,10 @@ class ClusterServer(EmostreamServer):
         await super().shutdown()
 
     # -- the session hub --
-    def broadcast(self, message: dict) -> None:
-        """To this replica's monitors and MQTT, and to other replicas' monitors through the hub."""
-        super().broadcast(message)
+    def to_hub(self, message: dict) -> None:
+        """A sink: a session-tagged message for other replicas' monitors, queued while one of them watches."""
         if self._view.others_watching:
-            self._outgoing.append(message)
+            self._outgoing.append(message, message_bytes(message))
 
     def live_sessions(self) -> list[dict]:
         """Live sessions of every replica (the others' as of the last hub exchange)."""
@@ -121,13 +128,13 @@ class ClusterServer(EmostreamServer):
             log.warning("repaired interrupted session %s: %s", sid, repair(self.settings.recordings / sid))
 
     async def _publish(self) -> None:
-        messages = list(self._outgoing)
-        self._outgoing.clear()
+        sending = self._outgoing.take()
         live = [s.describe() for s in self.sessions.values()]
         try:
-            self._view = await self.hub.publish.remote(self.replica, messages, live, self.node)
+            self._view = await self.hub.publish.remote(self.replica, [m for m, _ in sending], live, self.node)
         except BaseException:
-            self._outgoing.extendleft(reversed(messages))  # sent with the next exchange
+            for message, size in sending + self._outgoing.take():  # sent with the next exchange, still bounded
+                self._outgoing.append(message, size)
             raise
 
     async def _publish_loop(self) -> None:
@@ -173,8 +180,8 @@ class ClusterServer(EmostreamServer):
 
     # -- health --
     async def health(self) -> dict:
-        """This replica, the model and every deployment of the application."""
-        deployments = await asyncio.to_thread(deployment_states, self.options.app_name)
+        """/healthz details: this replica, the model and every deployment of the application."""
+        deployments = await self._deployments()
         try:
             scorer = await asyncio.wait_for(self.scorer.handle.stats.remote(), 5)
         except Exception as exc:
@@ -188,6 +195,7 @@ class ClusterServer(EmostreamServer):
             "status": "ok" if healthy else "degraded",
             "model_id": self.scorer.model_id,
             "random_weights": self.scorer.random_weights,
+            "precision": self.scorer.precision,
             "replica": self.replica,
             "node": self.node,
             "sessions": len(self.sessions),
@@ -198,6 +206,13 @@ class ClusterServer(EmostreamServer):
             "scorer": scorer,
             "ingress_replicas": replicas,
         }
+
+    async def _deployments(self) -> dict:
+        """Every deployment's state, asked of Serve at most every HEALTH_SECONDS (serve.status() is slow)."""
+        async with self._health_lock:  # concurrent requests share one refresh
+            if self._health is None or time.monotonic() - self._health[0] >= HEALTH_SECONDS:
+                self._health = (time.monotonic(), await asyncio.to_thread(deployment_states, self.options.app_name))
+            return self._health[1]
 
 
 def _younger_than(started_at: str | None, limit: datetime) -> bool:
@@ -219,18 +234,46 @@ def deployment_states(app_name: str) -> dict:
     }  # fmt: skip
 
 
-class ClusterHealth:
-    """ASGI wrapper: `/healthz` answers for the whole application, every other request goes to the app."""
+class MessageLimit:
+    """ASGI middleware: a WebSocket message over --max-message-bytes closes the socket with 1009.
 
-    def __init__(self, app, server: ClusterServer):
+    uvicorn does this itself in one process and on --ingress-port (ws_max_size), but Serve's proxy
+    passes messages up to its own 16 MiB, whatever the application's limit: the replica checks.
+    """
+
+    def __init__(self, app, max_bytes: int):
         self.app = app
-        self.server = server
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("path") == "/healthz":
-            response = JSONResponse(await self.server.health())
-            return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+        if scope["type"] != "websocket":
+            return await self.app(scope, receive, send)
+        closed = False
+
+        async def limited_receive():
+            nonlocal closed
+            if closed:
+                return {"type": "websocket.disconnect", "code": CLOSE_TOO_BIG}
+            message = await receive()
+            if message["type"] == "websocket.receive" and _size(message, self.max_bytes) > self.max_bytes:
+                closed = True
+                await send({"type": "websocket.close", "code": CLOSE_TOO_BIG, "reason": "message too big"})
+                return {"type": "websocket.disconnect", "code": CLOSE_TOO_BIG}
+            return message
+
+        async def guarded_send(message):
+            if not closed:  # after our close, the app's own close or last messages would be a protocol error
+                await send(message)
+
+        return await self.app(scope, limited_receive, guarded_send)
+
+
+def _size(message: dict, limit: int) -> int:
+    """A received WebSocket message's size in bytes (text is encoded only when its length leaves doubt)."""
+    if message.get("bytes") is not None:
+        return len(message["bytes"])
+    text = message.get("text") or ""
+    return len(text) if len(text) > limit or 4 * len(text) <= limit else len(text.encode())
 
 
 @serve.ingress()
@@ -251,7 +294,7 @@ class IngressDeployment:
         scorer = RemoteScorer(info, self.scorer_handle)
         replica = serve.get_replica_context().replica_id.unique_id
         self.server = ClusterServer(self.settings, scorer, self.hub, replica, self.options)
-        self.server.app = ClusterHealth(create_app(self.settings, scorer, self.server), self.server)
+        self.server.app = MessageLimit(create_app(self.settings, scorer, self.server), self.settings.max_message_bytes)
         return self.server.app
 
 

@@ -14,8 +14,9 @@ from .scorer import ModelInfo
 class RemoteScorer:
     """Labels, id and flags from the Scorer deployment; `score` sends whole waveforms there.
 
-    Live sessions never call `score` (their jobs go through `RemoteScheduler`); `/api/predict`
-    does, from a worker thread, for a whole file.
+    Nothing in the server calls `score`: live sessions' jobs and `/api/predict`'s file pieces
+    (through `ScheduledScorer`, at background priority) both go through `RemoteScheduler`, which
+    calls the deployment itself. `score` completes the Scorer protocol for any other holder.
     """
 
     def __init__(self, info: ModelInfo, handle):

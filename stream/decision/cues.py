@@ -23,7 +23,7 @@ from scipy.signal import find_peaks, welch
 from models.frames import SAMPLE_RATE
 
 # Pitch tracking: Praat's autocorrelation method (Boersma 1993) through parselmouth, the
-# phonetics standard for speech F0. It replaced librosa's pYIN (issue 10): on synthetic voice
+# phonetics standard for speech F0. It replaced librosa's pYIN: on synthetic voice
 # of known F0 it is as free of octave errors, closer in fine pitch and better at voicing, for
 # about 1/7 of the CPU (bench/cue_pitch.py, bench/README.md).
 F0_MIN_HZ = 60.0  # below the lowest common male F0

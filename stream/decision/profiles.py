@@ -5,7 +5,7 @@ prompt library. emotion2vec+ has no text input, so here a context selects a :cla
 whose ``logit_bias`` (label -> float) is added to the frame or utterance logits before the
 softmax: ``softmax(logits + b)``. That is a change of class prior, nothing else.
 
-The shipped library (``stream/profiles.yaml``, user-editable, any path can be loaded instead)
+The shipped library (``stream/decision/profiles.yaml``, user-editable, any path can be loaded instead)
 has **neutral biases (all 0)**: we have no labelled domain data, so any other number would be a
 guess. :func:`estimate_bias` fills a profile's biases from labelled recordings of its domain
 with the standard label-shift correction (Saerens, Latinne & Decaestecker, 2002):
@@ -181,14 +181,6 @@ def select_profile(context: str | None, library: ProfileLibrary) -> Profile:
         if hits > best_hits:
             best, best_hits = p, hits
     return best if best is not None else library[library.default]
-
-
-def apply_bias(logits: np.ndarray, profile: Profile) -> np.ndarray:
-    """``logits + bias``: logits of shape (..., 9) in label order, bias broadcast over the rest."""
-    logits = np.asarray(logits)
-    if logits.shape[-1] != len(LABELS):
-        raise ConfigError(f"logits must end in {len(LABELS)} labels, got shape {logits.shape}")
-    return logits + profile.bias_vector().astype(logits.dtype if logits.dtype.kind == "f" else np.float64)
 
 
 def estimate_bias(

@@ -212,6 +212,7 @@ def compare_steps(y_true: Sequence[str], predictions_by_step: Mapping[str, Seque
 
 
 def _pyplot():
+    # matplotlib loads here, only for the plots; Agg must be chosen before pyplot is imported.
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -282,7 +283,7 @@ def plot_embeddings(
     if n < 3:
         raise ConfigError(f"need at least 3 embeddings for a 2-D map, got {n}")
     if method == "tsne":
-        from sklearn.manifold import TSNE
+        from sklearn.manifold import TSNE  # ~0.8 s to import: only the embeddings map needs it
 
         perplexity = min(30.0, max(2.0, (n - 1) / 3.0))
         xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)

@@ -4,13 +4,23 @@ The upload is streamed to a temporary file (never held whole in memory) and refu
 --max-upload-bytes (413); audio past --max-predict-seconds is refused (413); more than
 --max-predicts analyses at once are refused (429). The model is reached through the server's
 batching scheduler at BACKGROUND priority, so a long file never delays a live stream's windows.
+
+The file is decoded in a child process (`decode_upload`): a crash or a runaway allocation in one
+of FFmpeg's decoders costs that request (422 decode_failed), never the server, and decoding never
+holds the event loop or its GIL. Before decoding, the child refuses rates above MAX_RATE (422
+unsupported_rate) and more channels than --max-predict-channels when split, MIX_CHANNELS when
+mixed (422 unsupported_channels); while decoding, it stops past a budget of decoded bytes (413
+too_long): --max-predict-seconds x 48 kHz x --max-predict-channels x 4 bytes (345.6 MB by default).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,19 +30,38 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from models.errors import EmostreamError
+from models.errors import AudioError, EmostreamError
 from models.scoring import FrameOutput
 from stream.offline.analyze import GRANULARITIES, analyze_audio
-from stream.offline.audio_file import load, load_channels
+from stream.offline.audio_file import SAMPLE_BYTES, DecodedAudio, DecodeLimits, decode_job, read_decoded
 from stream.offline.split import analyze_channels
 
-from .scheduler import BACKGROUND, BatchScheduler
+from .scheduling import BACKGROUND, Scheduler
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
 
 UPLOAD_SUFFIX_CHARS = 16  # of the uploaded name only its extension is kept (a hint for the demuxer)
+MAX_RATE = 192_000  # the highest rate studio recordings use; above it a file is a memory bomb, not speech
+MIX_CHANNELS = 8  # 7.1, the widest layout a recording has: more is refused even when down-mixed
+BUDGET_RATE = 48_000  # decoded samples are bounded as --max-predict-seconds at this rate would be
+# The child runs the decoder alone (numpy, PyAV, soxr: a fresh interpreter starts in a fraction of
+# a second), never the server's modules.
+DECODER = ("-c", "import sys; from stream.offline.audio_file import decode_main; sys.exit(decode_main())")
+DECODE_TIMEOUT = 300.0  # seconds; a decoder that loops on a crafted file must not hold a --max-predicts slot
+LOG_TAIL_BYTES = 2000  # of a failed decoder's stderr, written to the server log
 
 
-class TooLarge(Exception):
-    """The request body passed --max-upload-bytes."""
+class DecodeFailed(AudioError):
+    """The child decoding an upload crashed, hung or answered nonsense."""
+
+    code = "decode_failed"
+
+
+class TooLarge(EmostreamError):
+    """The request body passed --max-upload-bytes (413)."""
+
+    code = "too_large"
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +78,7 @@ class ScheduledScorer:
     queued on the event loop and waited for, one at a time.
     """
 
-    def __init__(self, scorer, scheduler: BatchScheduler, loop: asyncio.AbstractEventLoop):
+    def __init__(self, scorer, scheduler: Scheduler, loop: asyncio.AbstractEventLoop):
         self._scorer = scorer
         self._scheduler = scheduler
         self._loop = loop
@@ -65,6 +94,46 @@ class ScheduledScorer:
 
     async def _one(self, waveform: np.ndarray) -> FrameOutput:
         return await self._scheduler.submit(FileJob(np.asarray(waveform, dtype=np.float32)), priority=BACKGROUND)
+
+
+def decode_limits(settings: ServerSettings, split: bool) -> DecodeLimits:
+    """What decoding one upload may cost: its rate, its channels and the bytes of its decoded samples."""
+    channels = settings.max_predict_channels if split else max(MIX_CHANNELS, settings.max_predict_channels)
+    budget = settings.max_predict_seconds * BUDGET_RATE * settings.max_predict_channels * SAMPLE_BYTES
+    return DecodeLimits(rate=MAX_RATE, channels=channels, bytes=int(budget))
+
+
+async def decode_upload(path: Path, tmp: Path, split: bool, settings: ServerSettings) -> list[DecodedAudio]:
+    """Decode `path` in a child process within the upload limits: its channels (split) or its mix."""
+    out = tmp / "decoded"
+    out.mkdir(exist_ok=True)
+    job = decode_job(path, out, split, settings.max_predict_seconds, decode_limits(settings, split))
+    # The child imports this checkout's packages as the server did, wherever it was started from.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    errors = tmp / "decoder.log"
+    with open(errors, "wb") as stderr:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, *DECODER, job, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=stderr, env=env,
+        )
+        try:
+            stdout, _ = await asyncio.wait_for(child.communicate(), DECODE_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise DecodeFailed(f"decoding took longer than {DECODE_TIMEOUT:g} s") from None
+        finally:
+            if child.returncode is None:  # timed out, or this request was cancelled
+                child.kill()
+                await child.wait()
+    lines = stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if child.returncode == 0 and lines else None
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        tail = errors.read_bytes()[-LOG_TAIL_BYTES:].decode("utf-8", "replace")
+        log.warning("decoding an upload failed (exit %s): %s", child.returncode, tail)
+        raise DecodeFailed(f"the file could not be decoded (the decoder ended with {child.returncode})")
+    return await asyncio.to_thread(read_decoded, out, report)  # hundreds of MB at most: off the loop
 
 
 def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -123,9 +192,9 @@ async def predict(request: Request) -> JSONResponse:
       400:
         description: a malformed request
       413:
-        description: over --max-upload-bytes or --max-predict-seconds
+        description: over --max-upload-bytes or --max-predict-seconds (or the decoded-bytes budget)
       422:
-        description: the file is not audio of a supported container format
+        description: not audio of a supported format, over 192 kHz, too many channels, or undecodable
       429:
         description: --max-predicts analyses are running
     """
@@ -205,15 +274,14 @@ async def _predict(request: Request, server, tmp: Path) -> JSONResponse:
     config = server.template
     scorer = ScheduledScorer(server.scorer, server.scheduler, asyncio.get_running_loop())
     try:
+        channels = await decode_upload(path, tmp, split, settings)
         if split:  # each channel analyzed as its own party, like `analyze --split-channels`
-            channels = await asyncio.to_thread(load_channels, path, settings.max_predict_seconds)
             result = await asyncio.to_thread(
                 analyze_channels, scorer, channels, source, parties, granularity, context, config, None, server.data
             )
         else:
-            audio = await asyncio.to_thread(load, path, settings.max_predict_seconds)
             result = await asyncio.to_thread(
-                analyze_audio, scorer, audio, source, granularity, context, config, None, server.data
+                analyze_audio, scorer, channels[0], source, granularity, context, config, None, server.data
             )
     except EmostreamError as exc:
         status = 413 if exc.code == "too_long" else 422

@@ -32,7 +32,8 @@ class RayApp(Loopback):
         return {"Authorization": f"Bearer {TOKEN}"}
 
     def health(self) -> dict:
-        return httpx.get(f"{self.http}/healthz", timeout=30).json()
+        """/healthz with its details (they need a credential)."""
+        return httpx.get(f"{self.http}/healthz", headers=self.headers, timeout=30).json()
 
     def wait_ready(self, ingresses: int, timeout: float = 60.0) -> dict:
         """/healthz once it says ok and `ingresses` ingress replicas run (returned as is after `timeout`).

@@ -1,4 +1,4 @@
-"""CUDA precision and batching tolerances (issue 10); skipped where torch sees no GPU.
+"""CUDA precision and batching tolerances; skipped where torch sees no GPU.
 
 Run on a GPU machine by bench/device_check.sh. The audio is synthetic (a voiced harmonic
 sweep with noise): GPU machines have no espeak-ng.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..base import FrameClassifier
 from ..config import DECISION_RATE, INPUT_RATES, SILERO_RATES, WEBRTC_RATES, VadConfig
+from .resampled import ResampledClassifier
 
 
 def make_classifier(config: VadConfig, sample_rate: int) -> FrameClassifier:
@@ -25,6 +26,4 @@ def make_classifier(config: VadConfig, sample_rate: int) -> FrameClassifier:
         inner = SileroClassifier(sample_rate if native else DECISION_RATE, config.threshold)
     if native:
         return inner
-    from .resampled import ResampledClassifier
-
     return ResampledClassifier(inner, sample_rate, DECISION_RATE)
