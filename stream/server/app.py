@@ -13,7 +13,9 @@ import logging
 import shutil
 import uuid
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 import uvicorn
 from starlette.applications import Starlette
@@ -30,6 +32,7 @@ from .auth import AccessGate
 from .metrics import ServerMetrics
 from .mqtt import MqttPublisher
 from .outbox import MonitorHub
+from .peers import NoPeers, Peers
 from .recording import SessionRecorder, list_sessions, repair
 from .retention import sweep_forever
 from .scheduler import BatchScheduler
@@ -46,7 +49,9 @@ WEB_ROOT = Path(__file__).resolve().parents[2] / "web"  # the dashboard's static
 class EmostreamServer:
     """State shared by all connections: model, scheduler, sessions, monitors, metrics."""
 
-    def __init__(self, settings: ServerSettings, scorer: Scorer):
+    def __init__(self, settings: ServerSettings, scorer: Scorer,
+                 scheduler: Callable[["EmostreamServer"], Scheduler] | None = None, peers: Peers | None = None):
+        """A server around `scorer`; a cluster replica passes its own `scheduler` factory and its `peers`."""
         # Unset batching and chunk settings follow the model's device (stream.server.device_policy).
         settings, self.policy = for_device(settings, str(getattr(scorer, "device", "cpu")))
         self.settings = settings
@@ -56,7 +61,10 @@ class EmostreamServer:
         self.metrics = ServerMetrics()
         self.sessions: dict[str, LiveSession] = {}
         self.monitor = MonitorHub()
-        self.sinks = Fanout(self.monitor.broadcast)  # where session-tagged messages go (MQTT joins at start)
+        self.peers: Peers = peers or NoPeers()
+        # Where session-tagged messages go: this server's monitors, its peers' (MQTT joins at start).
+        self.sinks = Fanout(self.monitor.broadcast, self.peers.send)
+        self._make_scheduler = scheduler or local_scheduler
         self.scheduler: Scheduler | None = None  # made on the server's event loop (startup)
         self.mqtt: MqttPublisher | None = None
         self.access_log = AccessLog(settings.recordings)
@@ -67,13 +75,14 @@ class EmostreamServer:
     async def startup(self) -> None:
         """Create the scheduler on the server's event loop."""
         self.settings.recordings.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self.peers.join(self)  # their live sessions are not "interrupted"
         self.repair_interrupted()
         if self.settings.retention is not None:  # sweeps at once, then periodically
             self._retention = asyncio.get_running_loop().create_task(
-                sweep_forever(self.settings.recordings, self.settings.retention, lambda: [s["session_id"] for s in self.live_sessions()],
-                              self.access_log), name="retention")
+                sweep_forever(self.settings.recordings, self.settings.retention, self.live_ids, self.access_log),
+                name="retention")
         await self.prepare_model()
-        self.scheduler = self.make_scheduler()
+        self.scheduler = self._make_scheduler(self)
         self.scheduler.start()
         if self.settings.mqtt:
             self.mqtt = MqttPublisher(
@@ -82,6 +91,7 @@ class EmostreamServer:
             )
             await self.mqtt.start()
             self.sinks.add(self.mqtt.publish)
+        await self.peers.serve(self)
 
     async def prepare_model(self) -> None:
         """Capture the model's CUDA graphs for this server's batches and chunks before streams arrive."""
@@ -89,27 +99,21 @@ class EmostreamServer:
         if prepare is not None:  # focus crops are shorter than a chunk: the same graphs serve them
             await asyncio.to_thread(prepare, self.settings.max_batch, self.settings.analyzer.job_samples)
 
-    def make_scheduler(self) -> Scheduler:
-        """The scheduler that serves this server's model jobs (a cluster's ingress sends them elsewhere)."""
-        return BatchScheduler(
-            self.scorer,
-            max_batch=self.settings.max_batch,
-            max_wait=self.settings.max_wait_ms / 1000,
-            max_pending=self.settings.max_pending,
-            on_batch=self.metrics.batch,
-            measure_processes=self.settings.measure_processes,
-            adaptive_wait=self.policy.adaptive_wait,
-        )
+    def repair_interrupted(self, live: set[str] | None = None) -> None:
+        """Recordings still marked "live" that no server is writing died with it: make them readable.
 
-    def repair_interrupted(self) -> None:
-        """Sessions still marked "live" died with an earlier server process: make them readable."""
+        `live`: the live ids taken on the event loop, when this runs in a worker thread."""
+        live = self.live_ids() if live is None else live
+        settled = datetime.now(timezone.utc) - timedelta(seconds=self.peers.repair_grace)
         for meta in list_sessions(self.settings.recordings):
-            if meta.get("status") == "live":
-                report = repair(self.settings.recordings / meta["session_id"])
-                log.warning("repaired interrupted session %s: %s", meta["session_id"], report)
+            sid = meta.get("session_id")
+            if meta.get("status") != "live" or sid in live or not _started_before(meta.get("started_at"), settled):
+                continue  # (a peer's session opened since `live` was taken is younger than the grace)
+            log.warning("repaired interrupted session %s: %s", sid, repair(self.settings.recordings / sid))
 
     async def shutdown(self) -> None:
         """Stop the scheduler and close any recording still open."""
+        await self.peers.leave(self)
         if self._retention is not None:
             self._retention.cancel()
         for session in list(self.sessions.values()):
@@ -180,8 +184,26 @@ class EmostreamServer:
             raise RecordingFailed(f"cannot create the recording: {exc.strerror or exc}") from None
 
     def live_sessions(self) -> list[dict]:
-        """Every live session as dashboards list it (a cluster's ingress adds the other replicas')."""
-        return [s.describe() for s in self.sessions.values()]
+        """Every live session as dashboards list it: this server's, then its peers'."""
+        return [s.describe() for s in self.sessions.values()] + self.peers.live()
+
+    def live_ids(self) -> set[str]:
+        """The ids of every live session, this server's and its peers'."""
+        return set(self.sessions) | {s["session_id"] for s in self.peers.live()}
+
+    async def health(self) -> dict:
+        """/healthz details for a caller with a credential: the model, the load, and the peers."""
+        return {
+            "status": "ok",
+            "model_id": self.scorer.model_id,
+            "random_weights": self.scorer.random_weights,
+            "precision": self.scorer.precision,
+            # CUDA graphs captured at start-up; 0 on the CPU, or where capture failed (see the log).
+            "cuda_graphs": getattr(self.scorer, "cuda_graphs_ready", 0),
+            "sessions": len(self.sessions),
+            "queue_depth": self.scheduler.depth if self.scheduler else 0,
+            **await self.peers.health(self),
+        }
 
     def end_session(self, session: LiveSession, summary: dict) -> None:
         """Unregister a session and tell the monitors."""
@@ -192,10 +214,31 @@ class EmostreamServer:
     def new_session_id(self, wanted: str | None) -> str:
         """The client's id if free, else a fresh one."""
         if wanted:
-            if wanted in self.sessions or (self.settings.recordings / wanted).exists():
+            if wanted in self.live_ids() or (self.settings.recordings / wanted).exists():
                 raise ProtocolError("session_in_use", f"session_id {wanted!r} is already in use")
             return wanted
         return uuid.uuid4().hex[:16]
+
+
+def local_scheduler(server: EmostreamServer) -> Scheduler:
+    """The scheduler of a server whose model runs in its own process."""
+    return BatchScheduler(
+        server.scorer,
+        max_batch=server.settings.max_batch,
+        max_wait=server.settings.max_wait_ms / 1000,
+        max_pending=server.settings.max_pending,
+        on_batch=server.metrics.batch,
+        measure_processes=server.settings.measure_processes,
+        adaptive_wait=server.policy.adaptive_wait,
+    )
+
+
+def _started_before(started_at: str | None, limit: datetime) -> bool:
+    """Whether an ISO start time is before `limit` (an unreadable one counts as long ago)."""
+    try:
+        return datetime.fromisoformat(started_at) <= limit
+    except (TypeError, ValueError):
+        return True
 
 
 def create_app(settings: ServerSettings, scorer: Scorer, server: EmostreamServer | None = None) -> WebGuard:

@@ -19,11 +19,12 @@ from models.errors import ConfigError
 from models.labels import LABELS
 from models.loader import ModelOptions
 from server_harness import free_port
-from stream.cluster import ingress, launch
+from stream.cluster import ingress, launch, replica
 from stream.cluster.hub import HubView, SessionHub
 from stream.cluster.remote_scorer import RemoteScorer
 from stream.cluster.scorer import ModelInfo
 from stream.cluster.topology import ClusterOptions
+from stream.server.app import EmostreamServer
 from stream.server.settings import ServerSettings
 from tls_certs import make_tls
 
@@ -153,11 +154,13 @@ def test_the_shipped_serve_config_is_refused_without_a_token_and_has_no_allow_pu
 
 
 # -- finding 4: /healthz details are cached --
-def cluster_server(tmp_path, monkeypatch, hub=None, scorer_handle=None) -> ingress.ClusterServer:
-    """An ingress replica's server around stand-ins for the Scorer and SessionHub handles."""
-    monkeypatch.setattr(ingress.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-1"))
+def cluster_server(tmp_path, monkeypatch, hub=None, scorer_handle=None, states=None) -> EmostreamServer:
+    """An ingress replica's server, composed as the Ingress builds it, around stand-ins for the handles."""
+    monkeypatch.setattr(replica.ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-1"))
     scorer = RemoteScorer(ModelInfo(LABELS, "tiny", True, 8, "float32", None, "cpu"), scorer_handle)
-    return ingress.ClusterServer(ServerSettings(recordings=tmp_path / "r"), scorer, hub, "replica-1", ClusterOptions())
+    peers = replica.Replica(hub, "replica-1", ClusterOptions(), states)
+    return EmostreamServer(ServerSettings(recordings=tmp_path / "r"), scorer, ingress.remote_scheduler(ClusterOptions()),
+                           peers)
 
 
 def remote(answer):
@@ -171,10 +174,9 @@ def remote(answer):
 
 def test_cluster_health_details_are_cached(tmp_path, monkeypatch):
     asked = []
-    monkeypatch.setattr(ingress, "deployment_states",
-                        lambda app: asked.append(app) or {"Ingress": {"status": "HEALTHY", "replicas": {"RUNNING": 1}}})
+    states = lambda app: asked.append(app) or {"Ingress": {"status": "HEALTHY", "replicas": {"RUNNING": 1}}}
     hub = SimpleNamespace(replicas=remote(lambda: {"replica-1": {"node": "node-1"}}))
-    server = cluster_server(tmp_path, monkeypatch, hub, SimpleNamespace(stats=remote(lambda: {"jobs": 0})))
+    server = cluster_server(tmp_path, monkeypatch, hub, SimpleNamespace(stats=remote(lambda: {"jobs": 0})), states)
 
     async def twice():
         return await server.health(), await server.health()
@@ -213,11 +215,12 @@ def test_an_ingress_replicas_outgoing_messages_are_bounded_in_bytes(tmp_path, mo
         raise ConnectionError("the hub is restarting")
 
     server = cluster_server(tmp_path, monkeypatch, SimpleNamespace(publish=remote(publish)))
-    server._view = HubView((), True, 0)  # another replica watches: messages are queued for the hub
+    peers = server.peers
+    peers._view = HubView((), True, 0)  # another replica watches: messages are queued for the hub
     for _ in range(100):
         server.sinks.send(BIG)
-    assert 0 < json_bytes(server._outgoing) <= 16 * MIB
+    assert 0 < json_bytes(peers._outgoing) <= 16 * MIB
     with pytest.raises(ConnectionError):
-        asyncio.run(server._publish())
+        asyncio.run(peers._publish(server))
     assert 0 < views[0] <= 16 * MIB
-    assert json_bytes(server._outgoing) == views[0]  # kept for the next exchange, still bounded
+    assert json_bytes(peers._outgoing) == views[0]  # kept for the next exchange, still bounded
