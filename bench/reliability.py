@@ -13,7 +13,8 @@ streaming espeak-ng speech (bench/speech.py) and prints one line per figure:
   one clean session streams beside them: server crashes, unanswered messages, errors with a
   code, and whether the clean session's events equal those of the same audio streamed alone.
 - R3 `kill -9` at a random moment of live streams, then a restart (which repairs): seconds of
-  audio lost, torn event lines, whether every session is readable afterwards.
+  audio lost, torn event lines, whether every session is readable afterwards, and whether any
+  process the server started (its measuring workers) outlives it.
 - R4 the MQTT broker (mosquitto) stopped for 30 s mid-stream: QoS-1 alerts published vs received
   by an independent persistent subscriber (`mosquitto_sub -c -q 1`).
 - R6 overload: more streams offered than `--max-sessions`, faster than real time: every refused
@@ -46,7 +47,7 @@ import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.concurrent import Server
+from bench.concurrent import Server, process_tree
 from bench.speech import synthesize
 
 RATE = 16_000
@@ -56,7 +57,7 @@ MiB = 1 << 20
 
 
 def say(line: str) -> None:
-    """One figure per line, flushed (the output is what the README quotes)."""
+    """One figure per line, flushed (the output is what docs/benchmarks.md quotes)."""
     print(line, flush=True)
 
 
@@ -396,12 +397,34 @@ def r2_fuzz(model_dir: Path, args, work: Path) -> None:
 
 
 # ---- R3 kill -9 ---------------------------------------------------------------------------------
+ORPHAN_WAIT = 10.0  # seconds a killed server's processes get to follow it
+
+
+def _started(pid: int) -> str | None:
+    """A running process's start time (/proc/PID/stat), None once it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]  # a zombie has stopped; its start time tells a reused pid
+
+
+def outliving(pids: dict[int, str], wait: float) -> list[int]:
+    """Which of `pids` (pid -> start time) still run after up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        alive = [pid for pid, started in pids.items() if _started(pid) == started]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
 def r3_kill(model_dir: Path, args, work: Path) -> None:
     rng = random.Random(args.seed)
     audio, _ = synthesize(40, seed=3)
     pcm = pcm16(audio)
     server = start(model_dir, args, work / "r3")
-    n, sent = 2, {}
+    n, sent, helpers = 2, {}, {}
     kill_at = rng.uniform(8.0, 25.0)
     try:
         async def live():
@@ -410,11 +433,19 @@ def r3_kill(model_dir: Path, args, work: Path) -> None:
 
             tasks = [asyncio.create_task(stream(server.ws_url, pcm, f"crash-{k}", on_sent=tracker(k))) for k in range(n)]
             await asyncio.sleep(kill_at)
+            for pid in process_tree(server.proc.pid):  # its measuring workers and multiprocessing's tracker
+                if pid != server.proc.pid and (started := _started(pid)):
+                    helpers[pid] = started
             os.kill(server.proc.pid, signal.SIGKILL)
             server.proc.wait()
             return await asyncio.gather(*tasks)
 
         asyncio.run(live())
+        left = outliving(helpers, ORPHAN_WAIT)
+        for pid in left:  # say so, and leave no orphan holding memory behind
+            os.kill(pid, signal.SIGKILL)
+        say(f"R3 kill -9: processes outliving the server {len(left)}/{len(helpers)} "
+            f"({ORPHAN_WAIT:g} s after; its measuring workers and helpers)")
         torn = 0
         for k in range(n):
             raw = (server.recordings / f"crash-{k}" / "events.jsonl").read_bytes()

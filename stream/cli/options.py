@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
                    help=f"left context per chunk, seconds (default {cfg.context_seconds:g})")
     g.add_argument("--vad", choices=BACKENDS, default=VadConfig.backend, help="VAD backend (%(default)s)")
     g.add_argument("--vad-aggressiveness", type=int, choices=AGGRESSIVENESS, default=VadConfig.aggressiveness)
-    g = p.add_argument_group("fear/disgust decision layer (README: 'The fear/disgust layer')")
+    g = p.add_argument_group("fear/disgust decision layer (docs/decision-layer.md)")
     g.add_argument("--profiles", type=Path, default=os.environ.get("EMOSTREAM_PROFILES"),
                    help="domain-profile library YAML (default: the shipped, neutral stream/decision/profiles.yaml)")
     g.add_argument("--centroids", type=Path, default=os.environ.get("EMOSTREAM_CENTROIDS"),
@@ -129,9 +130,22 @@ def decision_data(args, scorer: Scorer) -> DecisionData:
     return DecisionData.load(scorer, args.profiles, args.centroids)
 
 
+SECRET_SUFFIXES = ("token", "password")  # server options whose values are credentials
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")  # scheme://user:PASSWORD@host
+
+
 def _server_options():
     """The ServerSettings fields that are command-line options of their own."""
     return [f for f in fields(ServerSettings) if "group" in f.metadata]
+
+
+def shown_default(name: str, value) -> str:
+    """A default as --help prints it: a credential (from EMOSTREAM_*) as ***, a URL's password masked."""
+    if value is not None and name.endswith(SECRET_SUFFIXES):
+        return "***"
+    if isinstance(value, str):
+        value = _URL_PASSWORD.sub(r"\1***@", value)
+    return str(value).replace("%", "%%")  # argparse %-formats help texts
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
@@ -149,7 +163,8 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
             group.add_argument(flag, action="store_true", default=f.default if env is None else env == "1", help=help)
         else:
             default = f.default if env is None else kind(env)
-            group.add_argument(flag, type=kind, default=default, help=f"{help}; default %(default)s")
+            # Not %(default)s: --help would print the secrets read from the environment.
+            group.add_argument(flag, type=kind, default=default, help=f"{help}; default {shown_default(f.name, default)}")
 
 
 def settings_from_args(args, analyzer: AnalyzerConfig) -> ServerSettings:

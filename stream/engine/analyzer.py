@@ -127,6 +127,15 @@ class StreamCore:
         """Stream time covered by the audio received so far."""
         return self._audio.end / SAMPLE_RATE
 
+    @property
+    def held_from(self) -> int:
+        """The oldest 16 kHz sample still held: every window still to come ends after it.
+
+        The core keeps its open segments' audio and the VAD's pre-roll, and a window lies inside a
+        segment (a new one starts no earlier than the pre-roll).
+        """
+        return self._audio.offset
+
     def _ingest(self, x: np.ndarray) -> None:
         self._audio.append(x)
         self._handle_vad(self._vad.push(x))

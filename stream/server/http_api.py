@@ -30,18 +30,7 @@ async def healthz(request: Request) -> JSONResponse:
     server = request.app.state.server
     if not access_of(request.scope).rights:
         return JSONResponse({"status": "ok"})
-    return JSONResponse(
-        {
-            "status": "ok",
-            "model_id": server.scorer.model_id,
-            "random_weights": server.scorer.random_weights,
-            "precision": server.scorer.precision,
-            # CUDA graphs captured at start-up; 0 on the CPU, or where capture failed (see the log).
-            "cuda_graphs": getattr(server.scorer, "cuda_graphs_ready", 0),
-            "sessions": len(server.sessions),
-            "queue_depth": server.scheduler.depth if server.scheduler else 0,
-        }
-    )
+    return JSONResponse(await server.health())
 
 
 async def metrics(request: Request) -> Response:
@@ -165,15 +154,18 @@ async def delete(request: Request) -> JSONResponse:
       404:
         description: no such session
       409:
-        description: the session is live
+        description: the session is live, here or on another server sharing the recordings folder
     """
     server = request.app.state.server
     sid = request.path_params["session_id"]
     client = request.client.host if request.client else None
+    # Live here or, in a cluster, on another replica; delete_session also refuses a recording whose
+    # session.json says "live" (another process sharing the recordings folder is writing it).
+    live = set(server.sessions) | {s["session_id"] for s in server.live_sessions()}
     try:
         gone = await asyncio.to_thread(
             delete_session, server.settings.recordings, sid, server.access_log, access_of(request.scope).name,
-            client, set(server.sessions),
+            client, live,
         )
     except ValueError:
         return _error(404, "not_found", "no such session")
@@ -199,5 +191,5 @@ SCHEMAS = SchemaGenerator({
     "openapi": "3.0.0",
     "info": {"title": "emostream live server", "version": "1",
              "description": "HTTP API of `emostream serve`. Send `Authorization: Bearer <credential>`; "
-                            "the right each route needs is in its summary (README, Access). WebSockets: docs/protocol.md."},
+                            "the right each route needs is in its summary (docs/server.md, Access). WebSockets: docs/protocol.md."},
 })

@@ -8,37 +8,64 @@ measures whole segments independently (the same code, so the same Evidence), and
 one segment is bounded by `DecisionConfig.cues_max_seconds` of pitch tracking.
 
 `processes=0` keeps today's single measuring thread inside the server (tests, tiny machines).
+
+A worker never outlives the server: a `kill -9` or a crash leaves it blocked on the pool's queue
+(which it holds open itself) with hundreds of MB. On Linux the kernel kills it when the server
+dies (PR_SET_PDEATHSIG); elsewhere a watchdog thread notices the new parent and exits.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
+from stream.decision.config import DecisionConfig
 from stream.engine.jobs import EvidenceJob
 
 log = logging.getLogger(__name__)
 
 WARM_UP_SECONDS = 1.0  # a tone this long makes each worker import what the measurements need
+WATCHDOG_SECONDS = 1.0  # how often a worker checks that its server is still there
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _start_worker() -> None:
-    """Worker start-up: one BLAS/OpenMP thread each (the pool already spreads over the cores)."""
+def _die_with(parent: int) -> None:
+    """End this worker as soon as the process `parent` is gone."""
+    if sys.platform.startswith("linux"):
+        try:  # SIGKILL: a worker holds nothing to clean up, and nothing it runs can ignore it
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl: the watchdog below still ends it
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(1)
+
+    # Also covers a parent that died before prctl took effect: getppid() has changed already.
+    threading.Thread(target=watch, name="emostream-watchdog", daemon=True).start()
+
+
+def _start_worker(parent: int) -> None:
+    """Worker start-up: die with the server `parent`; one BLAS/OpenMP thread each (the pool spreads over the cores)."""
+    _die_with(parent)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[name] = "1"
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(1)
 
 
 def _warm_up() -> int:
     """Measure a short tone with cues, so the first real segment does not pay for the imports."""
-    from stream.decision.config import DecisionConfig
-
     rate = 16000
     t = np.arange(int(WARM_UP_SECONDS * rate)) / rate
     tone = (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)
@@ -69,7 +96,10 @@ class Measurer:
             max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
+            initargs=(os.getpid(),),
         )
+        # These submits start every worker, on this thread: the kernel's parent-death signal follows
+        # the thread that started a worker, and this one (the server's event loop) lives as long as the server.
         for _ in range(self.processes):
             pool.submit(_warm_up)
         return pool

@@ -11,8 +11,9 @@ lifecycle messages go with QoS 1, the rest (windows above all) with QoS 0; see d
 task connects, sends the queue in order and reconnects with back-off when the broker goes away.
 A message leaves the queue only after aiomqtt's publish call for it returned (QoS 1: after the
 broker's PUBACK), so a broker restart loses no QoS 1 message; one whose PUBACK was lost is sent
-again after the reconnect (at-least-once). When the queue is full the oldest QoS 0 messages are
-dropped first.
+again after the reconnect (at-least-once). The queue is bounded in messages and in bytes (a
+session's metadata can make one message a megabyte); when it is full the oldest QoS 0 messages are
+dropped first, and a message larger than the whole byte bound is dropped at once.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ BACKOFF_MIN = 0.2  # seconds before the first reconnection attempt
 BACKOFF_MAX = 5.0  # longest wait between attempts
 ACK_TIMEOUT = 10.0  # a QoS 1 PUBACK not received within this is treated as a lost connection
 KEEPALIVE = 15  # seconds; lets a silently dead broker be noticed
+MAX_BUFFER_BYTES = 64 << 20  # default bound of the queue's topics and payloads: an outage cannot eat the memory
 _TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\x00": "_"})
 
 
@@ -106,10 +108,11 @@ def check_prefix(prefix: str) -> str:
 
 
 class _Entry:
-    __slots__ = ("payload", "qos", "topic")
+    __slots__ = ("payload", "qos", "size", "topic")
 
     def __init__(self, topic: str, payload: bytes, qos: int):
         self.topic, self.payload, self.qos = topic, payload, qos
+        self.size = len(topic) + len(payload)  # what the byte bound counts
 
 
 class _Lost(Exception):
@@ -122,14 +125,15 @@ class MqttPublisher:
     Counters for metrics: `published` (messages whose publish call succeeded), `dropped`
     (messages discarded because the queue was full, or published after `stop`), `dropped_alerts`
     (the QoS 1 part of `dropped`: only when the queue is full of QoS 1 messages), `connected`,
-    `connects` (successful connections), `queued` (messages waiting).
+    `connects` (successful connections), `queued` (messages waiting), `queued_bytes` (their size).
     """
 
     def __init__(self, url: str, prefix: str = "emostream", max_buffer: int = 100_000,
                  flush_timeout: float = 2.0, client_id: str | None = None, ca_file: str | None = None,
-                 username: str | None = None, password: str | None = None):
+                 username: str | None = None, password: str | None = None,
+                 max_buffer_bytes: int = MAX_BUFFER_BYTES):
         """Publish to the broker at `url`; `ca_file` verifies an mqtts:// broker; `username`/`password`
-        replace the URL's."""
+        replace the URL's; at most `max_buffer` messages and `max_buffer_bytes` bytes wait."""
         address = parse_url(url)
         if username is not None or password is not None:
             address = replace(address, username=username or address.username,
@@ -145,6 +149,10 @@ class MqttPublisher:
         if not isinstance(max_buffer, int) or max_buffer < 1:
             raise ConfigError(f"MQTT max_buffer must be a positive integer, got {max_buffer!r}")
         self.max_buffer = max_buffer
+        if not isinstance(max_buffer_bytes, int) or max_buffer_bytes < 1:
+            raise ConfigError(f"MQTT max_buffer_bytes must be a positive integer, got {max_buffer_bytes!r}")
+        self.max_buffer_bytes = max_buffer_bytes
+        self.queued_bytes = 0  # topics and payloads of the queued messages
         self.flush_timeout = flush_timeout
         self.client_id = client_id or f"emostream-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # Two FIFOs ordered by sequence number: dropping the oldest QoS 0 message is O(1) and the
@@ -171,7 +179,8 @@ class MqttPublisher:
 
     def stats(self) -> dict:
         return {"published": self.published, "dropped": self.dropped, "dropped_alerts": self.dropped_alerts,
-                "connected": self.connected, "connects": self.connects, "queued": self.queued}
+                "connected": self.connected, "connects": self.connects, "queued": self.queued,
+                "queued_bytes": self.queued_bytes}
 
     def topic(self, message: dict) -> str:
         """`<prefix>/<session_id>/<party>/<type>` of one message (party `all` when it has none)."""
@@ -197,28 +206,40 @@ class MqttPublisher:
             log.exception("MQTT: could not queue a %r message", message.get("type") if isinstance(message, dict) else message)
 
     def _enqueue(self, entry: _Entry) -> None:
+        if entry.size > self.max_buffer_bytes:  # it would push every other message out, and still not fit
+            self._count_drop(entry, f"larger ({entry.size} bytes) than the whole queue")
+            return
         self._seq += 1
         (self._q1 if entry.qos else self._q0).append((self._seq, entry))
-        while self.queued > self.max_buffer:
-            self._drop_oldest()
+        self.queued_bytes += entry.size
+        while self.queued > self.max_buffer or self.queued_bytes > self.max_buffer_bytes:
+            if not self._drop_oldest():
+                break  # only the message being sent is left: it leaves the queue when sent
         self._wakeup.set()
 
-    def _drop_oldest(self) -> None:
+    def _drop_oldest(self) -> bool:
         """Drop the oldest QoS 0 message not being sent; only when none is left, the oldest alert."""
         for queue in (self._q0, self._q1):
             index = 1 if queue and queue[0] is self._inflight else 0
             if len(queue) > index:
                 _, entry = queue[index]
                 del queue[index]
-                self.dropped += 1
-                if entry.qos:
-                    self.dropped_alerts += 1
-                    log.error("MQTT: queue full of QoS 1 messages (%d): dropped the oldest alert %s",
-                              self.max_buffer, entry.topic)
-                elif self.dropped == 1 or self.dropped % 1000 == 0:
-                    log.warning("MQTT: queue full (%d messages); dropping the oldest QoS 0 messages (%d so far)",
-                                self.max_buffer, self.dropped)
-                return
+                self.queued_bytes -= entry.size
+                self._count_drop(entry, "queue full")
+                return True
+        return False
+
+    def _count_drop(self, entry: _Entry, why: str) -> None:
+        """Count a dropped message and log it: every alert, QoS 0 messages now and then."""
+        self.dropped += 1
+        if entry.qos:
+            self.dropped_alerts += 1
+        elif self.dropped != 1 and self.dropped % 1000:
+            return
+        log.log(logging.ERROR if entry.qos else logging.WARNING,
+                "MQTT: %s (%d messages, %d bytes queued; bounds %d, %d bytes): dropped %s %s (%d dropped so far)",
+                why, self.queued, self.queued_bytes, self.max_buffer, self.max_buffer_bytes,
+                "the alert" if entry.qos else "QoS 0 messages such as", entry.topic, self.dropped)
 
     def _head(self) -> tuple[int, _Entry] | None:
         if self._q0 and (not self._q1 or self._q0[0][0] < self._q1[0][0]):
@@ -229,6 +250,7 @@ class MqttPublisher:
         queue = self._q1 if item[1].qos else self._q0
         if queue and queue[0] is item:  # it may have been dropped meanwhile
             queue.popleft()
+            self.queued_bytes -= item[1].size
 
     # -- the background sender --
     async def start(self) -> None:

@@ -33,12 +33,18 @@ class PartyStream:
         """Analyze samples that arrived at `now` (monotonic seconds)."""
         self.core.push(samples)
         self._arrivals.append((round(self.core.received_seconds * SAMPLE_RATE), now))
+        # Only windows ask for arrivals, and silence makes none: forget what no window can end in.
+        self._forget_before(self.core.held_from)
 
     def arrival_of(self, sample: int) -> float:
         """When the audio containing 16 kHz `sample` arrived (older arrivals are forgotten)."""
+        self._forget_before(sample)
+        return self._arrivals[0][1]
+
+    def _forget_before(self, sample: int) -> None:
+        """Drop arrivals that ended before `sample`: a later query for `sample` or beyond skips them anyway."""
         while len(self._arrivals) > 1 and self._arrivals[0][0] < sample:
             self._arrivals.popleft()
-        return self._arrivals[0][1]
 
     def take_events(self) -> list:
         """The core's new events, counted."""

@@ -1,11 +1,14 @@
 """Deleting recordings: one on request (`DELETE /api/sessions/{id}`) or all past the retention period.
 
-A session still being recorded is never deleted. Every deletion goes to the access log.
+A session still being recorded is never deleted: not one live in this process (the caller's
+`live` ids), nor one whose session.json says "live", which another process or replica sharing the
+recordings folder may be writing. Every deletion goes to the access log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import time
@@ -23,13 +26,22 @@ class SessionBusy(Exception):
     """The session is live: it cannot be deleted now."""
 
 
+def recorded_live(folder: Path) -> bool:
+    """True while the folder's session.json says "live": some server is still writing it."""
+    # A server that died leaves "live" behind until a restart repairs it: refusing meanwhile is safe.
+    try:
+        return json.loads((folder / SESSION_FILE).read_bytes()).get("status") == "live"
+    except (OSError, ValueError, RecursionError, AttributeError):  # unreadable or not an object: nobody is writing it
+        return False
+
+
 def delete_session(root: Path, session_id: str, audit: AccessLog, by: str, client: str | None = None,
                    live: set[str] = frozenset(), reason: str = "request") -> bool:
     """Delete one recorded session's folder; False when there is none. Raises SessionBusy for live ones."""
     validate_session_id(session_id)
-    if session_id in live:
-        raise SessionBusy(session_id)
     folder = Path(root) / session_id
+    if session_id in live or recorded_live(folder):
+        raise SessionBusy(session_id)
     if not (folder / SESSION_FILE).is_file():
         return False
     shutil.rmtree(folder)

@@ -19,3 +19,5 @@ def test_short_soak_and_crash_figures(planted_model_dir, capsys):
     # Audio is flushed every second: a crash loses at most about that much.
     assert all(float(x) <= 1.1 for x in re.findall(r"([\d.]+) s(?:,|$| \()", lost.split("per session")[1])), lost
     assert any("torn event lines before repair" in line and "2/2 sessions readable" in line for line in figures), out
+    # The measuring workers die with the server (issue 17, finding 13).
+    assert any(re.search(r"processes outliving the server 0/[1-9]", line) for line in figures), out
