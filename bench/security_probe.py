@@ -11,6 +11,9 @@ Without --model-dir it writes the tiny random-weight model to a temporary folder
 - Issue 17 F1 /api/predict: a 1 s 8-channel WAV with split_channels=true (status, code, is the server alive).
 - Issue 17 F10 the silent hour: an hour of silent 20 ms Twilio media, sent as fast as the server takes it
   (server RSS before and at the end of the hour, the session still live).
+- Issue 17 F8 lone surrogates: in a start field name, a Twilio streamSid, a token <Parameter> before
+  auth, a mark while a monitor listens (how each socket ends; never 1011).
+- Issue 17 F7 with MQTT's broker down: 150 Twilio marks of 1 MB each on one call (server RSS).
 - Issue 17 F2 with --ray: `serve --ray --ssl-certfile --ssl-keyfile --ingress-port` (HTTPS and plain HTTP on
   both ports, what /healthz tells a caller without a credential, how an over-size message ends).
 """
@@ -146,6 +149,56 @@ async def silent_hour(srv, token: str) -> str:
             f"at the end of the hour (session live)")
 
 
+def _twilio_start(sid: str, params_json: str = "{}") -> str:
+    """A one-track Twilio start; `params_json` is spliced in as JSON text (so it may hold escapes)."""
+    body = json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "SID", "start": {
+        "accountSid": "AC1", "streamSid": "SID", "callSid": "CAprobe", "tracks": ["inbound"], "customParameters": {},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+    return body.replace('"SID"', json.dumps(sid).replace("\\\\u", "\\u")).replace('"customParameters": {}',
+                                                                                    f'"customParameters": {params_json}')
+
+
+async def _twilio_call(url: str, messages: list[str]) -> str:
+    """Send a Twilio call's messages; how the socket ended."""
+    async with connect(url) as tw:
+        with contextlib.suppress(ConnectionClosed):
+            for m in messages:
+                await tw.send(m)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(tw.wait_closed(), 30)
+        return f"{tw.close_code} {tw.close_reason or ''}".strip()
+
+
+async def marks_with_the_broker_down(srv, token: str) -> str:
+    """Issue 17 F7: 150 marks of 1 MB on one call while MQTT's broker is down; what the server holds after."""
+    sid = "MZbigmarks"
+    before = rss_mib(srv.process.pid)
+    name = json.dumps("m" * 1_000_000)
+    marks = [f'{{"event": "mark", "sequenceNumber": "{i + 2}", "streamSid": "{sid}", "mark": {{"name": {name}}}}}'
+             for i in range(150)]
+    ended = await _twilio_call(f"{srv.ws}/ws/twilio?token={token}", [_twilio_start(sid), *marks])
+    return f"the call ended {ended}; server RSS {before:.0f} -> {rss_mib(srv.process.pid):.0f} MiB"
+
+
+async def lone_surrogates(srv, token: str) -> str:
+    """Issue 17 F8: a lone surrogate (JSON "\\ud800") in four places a client controls; how each ends."""
+    lone = "\\ud800"
+    async with connect(f"{srv.ws}/ws/stream", additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        await ws.send('{"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le", "%s": 1}' % lone)
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        field = f"error {answer.get('code')}, socket {'open' if ws.close_code is None else ws.close_code}"
+    sid = await _twilio_call(f"{srv.ws}/ws/twilio?token={token}", [_twilio_start("MZ" + lone)])
+    param = await _twilio_call(f"{srv.ws}/ws/twilio", [_twilio_start("MZtoken", '{"token": "%s"}' % lone)])
+    async with connect(f"{srv.ws}/ws/monitor", additional_headers={"Authorization": f"Bearer {token}"}) as mon:
+        await asyncio.wait_for(mon.recv(), 10)
+        mark = ('{"event": "mark", "sequenceNumber": "2", "streamSid": "MZlonemark", "mark": {"name": "%s"}}' % lone)
+        stop = json.dumps({"event": "stop", "sequenceNumber": "3", "streamSid": "MZlonemark"})
+        call = await _twilio_call(f"{srv.ws}/ws/twilio?token={token}", [_twilio_start("MZlonemark"), mark, stop])
+        monitor = "open" if mon.close_code is None else str(mon.close_code)
+    return (f"start field name: {field}; Twilio streamSid: close {sid}; token <Parameter> before auth: "
+            f"close {param}; mark while a monitor listens: call close {call}, monitor {monitor}")
+
+
 def tls_on_ray(model: Path, tmp: Path, token: str) -> str:
     """Issue 17 F2: `serve --ray` with TLS; both of its ports over HTTPS and plain HTTP, and a 2 x 64 KiB message."""
     from tls_certs import make_tls
@@ -224,8 +277,15 @@ def main() -> int:
                   f"server RSS {before:.0f} -> {rss_mib(srv.process.pid):.0f} MiB")
             print(f"17-F6 predict FLAC at 655,340 Hz: {high_rate_flac(srv, token, tmp)}")
             print(f"17-F10 the silent hour over /ws/twilio: {asyncio.run(silent_hour(srv, token))}")
+            print(f"17-F8 lone surrogates: {asyncio.run(lone_surrogates(srv, token))}")
             # Last: before issue 17 this upload crashed the server.
             print(f"17-F1 predict 8-channel WAV, split_channels=true: {eight_channel_upload(srv, token, tmp)}")
+        finally:
+            srv.stop()
+        # MQTT configured, its broker down (nothing listens on the port): every message queues.
+        srv = start_server(model, tmp, "--mqtt", f"mqtt://127.0.0.1:{free_port()}", token=token)
+        try:
+            print(f"17-F7 150 x 1 MB Twilio marks, MQTT broker down: {asyncio.run(marks_with_the_broker_down(srv, token))}")
         finally:
             srv.stop()
         if args.ray:

@@ -10,7 +10,7 @@ each class's `code` and the layer that defines it:
     │   ├── UnsupportedFormat "unsupported_format"    stream.offline.audio_file
     │   ├── AudioTooLong "too_long"                   stream.offline.audio_file
     │   ├── UnsupportedRate "unsupported_rate"        stream.offline.audio_file
-    │   ├── TooManyChannels "too_many_channels"       stream.offline.audio_file
+    │   ├── TooManyChannels "unsupported_channels"    stream.offline.audio_file
     │   └── DecodeFailed "decode_failed"              stream.server.predict (the decoder crashed)
     ├── ProtocolError (code per instance)         stream.protocol: ERROR_CODES of the wire protocols
     ├── Overloaded "overload"                     stream.server.scheduler: the model cannot keep up

@@ -57,7 +57,7 @@ async def sessions(request: Request) -> JSONResponse:
         description: '{"sessions": [session.json of each, with "live": true/false]}'
     """
     server = request.app.state.server
-    live = {s["session_id"] for s in server.live_sessions()}
+    live = server.live_ids()
     items = list_sessions(server.settings.recordings)
     for item in items:
         item["live"] = item.get("session_id") in live
@@ -161,7 +161,7 @@ async def delete(request: Request) -> JSONResponse:
     client = request.client.host if request.client else None
     # Live here or, in a cluster, on another replica; delete_session also refuses a recording whose
     # session.json says "live" (another process sharing the recordings folder is writing it).
-    live = set(server.sessions) | {s["session_id"] for s in server.live_sessions()}
+    live = server.live_ids()
     try:
         gone = await asyncio.to_thread(
             delete_session, server.settings.recordings, sid, server.access_log, access_of(request.scope).name,

@@ -15,6 +15,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from models.errors import EmostreamError
+
 from .audit import AccessLog
 from .recording import SESSION_FILE, list_sessions, validate_session_id
 
@@ -22,8 +24,10 @@ log = logging.getLogger("emostream.server")
 MAX_SWEEP_PERIOD = 3600.0  # seconds between retention sweeps (shorter for short retention)
 
 
-class SessionBusy(Exception):
-    """The session is live: it cannot be deleted now."""
+class SessionBusy(EmostreamError):
+    """The session is live: it cannot be deleted now (409)."""
+
+    code = "session_live"
 
 
 def recorded_live(folder: Path) -> bool:
