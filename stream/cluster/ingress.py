@@ -14,6 +14,7 @@ import logging
 
 from ray import serve
 
+from stream.protocol.closing import CloseCode
 from stream.server.app import EmostreamServer, create_app
 from stream.server.settings import ServerSettings
 
@@ -23,7 +24,6 @@ from .replica import Replica
 from .topology import ClusterOptions
 
 log = logging.getLogger("emostream.cluster")
-CLOSE_TOO_BIG = 1009  # the WebSocket close code for a message over the limit, as uvicorn sends it
 
 
 def remote_scheduler(options: ClusterOptions):
@@ -72,12 +72,12 @@ class MessageLimit:
         async def limited_receive():
             nonlocal closed
             if closed:
-                return {"type": "websocket.disconnect", "code": CLOSE_TOO_BIG}
+                return {"type": "websocket.disconnect", "code": CloseCode.TOO_BIG}
             message = await receive()
             if message["type"] == "websocket.receive" and _size(message, self.max_bytes) > self.max_bytes:
                 closed = True
-                await send({"type": "websocket.close", "code": CLOSE_TOO_BIG, "reason": "message too big"})
-                return {"type": "websocket.disconnect", "code": CLOSE_TOO_BIG}
+                await send({"type": "websocket.close", "code": CloseCode.TOO_BIG, "reason": "message too big"})
+                return {"type": "websocket.disconnect", "code": CloseCode.TOO_BIG}
             return message
 
         async def guarded_send(message):
