@@ -358,7 +358,7 @@ class Monitor:
     async def __aenter__(self):
         self.ws = await connect(f"{self.server.ws}/ws/monitor", additional_headers=Server.headers)
         self.task = asyncio.create_task(read_all(self.ws, self.seen))
-        await self.wait(lambda m: m["type"] == "sessions")
+        await self.wait(lambda m: m["type"] in ("sessions", "snapshot"))
         return self
 
     async def __aexit__(self, *exc):

@@ -12,6 +12,7 @@ if [[ "${1:-}" == "--test" ]]; then
     packages+=(mosquitto mosquitto-clients)  # a real MQTT broker (started by the tests) and subscriber
     packages+=(pulseaudio)           # a real audio server for the microphone tests
     packages+=(chromium fonts-noto-color-emoji)  # headless browser for the dashboard tests (never a download)
+    packages+=(postgresql)           # a real PostgreSQL server (started by the catalog tests) for the catalog
 fi
 
 missing=()

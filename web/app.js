@@ -1,9 +1,17 @@
 /* emostream dashboard: plain JS, no build step, no external code.
  *
- * Sections: constants & helpers · token/auth · API · session store · monitor socket ·
- * microphone · timeline chart · live view rendering · file analysis · state for tests · boot.
+ * Built for a floor of hundreds of live calls. The monitor feed (/ws/monitor, docs/monitor.md) is
+ * the source of truth: one `snapshot` on connect, then deltas (`session_started`, `session_ended`,
+ * `alert`, `alert_acknowledged`, `digest`). The session list is never polled. Only the selected call's
+ * full event stream is subscribed to (`subscribe` / `subscribed` / `unsubscribe`). The call list is
+ * virtualized: fixed row height, one spacer, only the visible rows in the DOM, redrawn in
+ * requestAnimationFrame. History is searched through the paged `GET /api/sessions`.
+ *
+ * Sections: constants & helpers · token/auth · API · model warning · calls · alerts · selected call ·
+ * monitor feed · history · microphone · timeline chart · rendering · file analysis · state for tests · boot.
  * Server data is always inserted with textContent (never innerHTML): metadata and ids come
- * from callers and must not be able to inject markup.
+ * from callers and must not be able to inject markup. Styles are set through the CSSOM only
+ * (the page's Content-Security-Policy allows no inline style or script).
  */
 "use strict";
 
@@ -20,6 +28,14 @@
   };
   const ACCEPTED_RATES = [8000, 16000, 32000, 44100, 48000];
   const FOLLOW_SECONDS = 60;
+  const ALERT_KINDS = ["flagged", "review", "dual", "withheld"];
+  const ROW_HEIGHT = 76; // px: every row of the call list is this tall (virtualized list)
+  const ROW_OVERSCAN = 4; // rows drawn above and below the visible ones
+  const MAX_ENDED = 200; // ended calls kept in the call list (oldest dropped first)
+  const ALERT_PAGE = 100; // open alerts drawn at once ("Show more" adds as many)
+  const MAX_ACKED = 50; // recently acknowledged alerts kept on the page
+  const HISTORY_LIMIT = 50; // sessions per page of a history search
+  const MAX_WINDOWS = 6000; // windows a lane of the selected call keeps (10 min at a 0.1 s hop); older ones are dropped
 
   const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -43,6 +59,8 @@
   const pct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)} %`);
   const secs = (x) => (x === null || x === undefined ? "–" : `${Number(x).toFixed(1)} s`);
   const emo = (label) => `${EMOJI[label] || "❓"} ${label || "unknown"}`;
+  const metaText = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+  const profileName = (p) => (typeof p === "string" ? p : p && typeof p === "object" && p.name ? String(p.name) : null);
 
   function clock(iso) {
     if (!iso) return "";
@@ -62,7 +80,7 @@
       if (m) {
         sessionStorage.setItem("emostream-token", decodeURIComponent(m[1]));
         // Keep the token out of the address bar (and out of screenshots / shared links).
-        history.replaceState(null, "", location.pathname + location.search);
+        window.history.replaceState(null, "", location.pathname + location.search);
       }
       this.token = sessionStorage.getItem("emostream-token") || null;
       $("#token-input").value = this.token || "";
@@ -85,7 +103,6 @@
       const el = $('[data-testid="auth-error"]');
       el.textContent = text || "";
       el.hidden = !text;
-      publishState();
     },
   };
 
@@ -122,151 +139,386 @@
     return resp;
   }
 
-  // ---------------------------------------------------------------- session store
-  /** Everything known about one session, from the list API, the monitor and event history. */
-  function newSession(id) {
+
+  // ---------------------------------------------------------------- model warning
+  /** Whether some model the server used has random (or planted) weights: the red banner. */
+  const model = { randomWeights: false, planted: null, modelId: null };
+
+  function noteModel(randomWeights, modelId, planted) {
+    if (!randomWeights) return;
+    const changed = !model.randomWeights || (modelId && modelId !== model.modelId) || (planted && planted !== model.planted);
+    model.randomWeights = true;
+    if (modelId) model.modelId = modelId;
+    // A planted head raises alerts on purpose: say so, so nobody reads them as recognition.
+    if (planted) model.planted = planted;
+    if (changed) invalidate("banners");
+  }
+
+  /** The `info` events of a session_started message, one per party (or a single one). */
+  function noteInfos(info) {
+    if (!info || typeof info !== "object") return;
+    const infos = info.type === "info" ? [info] : Object.values(info);
+    for (const i of infos) if (i && typeof i === "object") noteModel(i.random_weights, i.model_id, i.planted);
+  }
+
+  // ---------------------------------------------------------------- calls
+  /** One call as the list shows it: the feed's SessionState, kept up to date by deltas and digests. */
+  function newCall(id) {
     return {
-      id, source: null, status: "live", live: false, startedAt: null, endedAt: null,
-      metadata: null, context: null, summary: null, modelId: null, randomWeights: null,
-      hop: 0.1, windows: [], segments: [], transitions: [], reviews: [], duals: [],
-      alerts: 0, keys: new Set(), historyLoaded: false, audioUrl: null, lastEvent: 0,
-      parties: [], lanes: new Map(), // a split session: one lane of events per party, in channel order
+      id, source: null, startedAt: null, endedAt: null, context: null, profile: null, metadata: {},
+      parties: [], replay: false, randomWeights: false, planted: null,
+      state: {}, // party ("all" when unsplit) -> {emotion, score, time} of its latest window, or null
+      alerts: 0, open: 0, kinds: new Set(), // alerts raised, not yet acknowledged, kinds seen
+      live: false, status: "live", summary: null,
+      activity: 0, // ms: start, alert, acknowledgement, change of a party's emotion, end
+      search: "", // lower-case id, context, profile, source and metadata values, for the text filter
+      rev: 0, // bumped on every change: a visible row redraws when its call's rev moved
     };
   }
 
-  /** Where a party's events go: the session itself, or its party's lane in a split session. */
-  function laneOf(s, party) {
-    if (!party) return s;
-    if (!s.lanes.has(party)) {
-      s.lanes.set(party, {
-        party, hop: s.hop, windows: [], segments: [], transitions: [], reviews: [], duals: [],
-        alerts: 0, audioUrl: null,
-      });
-      s.parties.push(party);
-    }
-    return s.lanes.get(party);
-  }
-
-  /** Party names from session.json (a list) or a live summary (an object keyed by party). */
+  /** Party names from a list (SessionState, session.json) or an object keyed by party (a summary). */
   function partyNames(value) {
-    if (Array.isArray(value)) return value;
+    if (Array.isArray(value)) return value.map(String);
     return value && typeof value === "object" ? Object.keys(value) : [];
   }
 
-  const store = {
-    sessions: new Map(),
-    alerts: [], // newest first: {key, sessionId, kind, time, text, at}
-    alertKeys: new Set(),
-    selected: null,
-    randomWeights: false,
-    modelId: null,
+  /** Merge a SessionState (feed) or a session.json (history) into a call record. */
+  function fillCall(c, st) {
+    if (!st || typeof st !== "object") return c;
+    if (st.source !== undefined) c.source = st.source;
+    if (st.started_at) c.startedAt = st.started_at;
+    if (st.ended_at) c.endedAt = st.ended_at;
+    if (st.context !== undefined) c.context = st.context === null ? null : String(st.context);
+    if (st.profile !== undefined) c.profile = profileName(st.profile);
+    if (st.metadata && typeof st.metadata === "object" && !Array.isArray(st.metadata)) c.metadata = st.metadata;
+    if (st.parties !== undefined) c.parties = partyNames(st.parties);
+    if (st.replay !== undefined) c.replay = !!st.replay;
+    if (st.random_weights !== undefined) c.randomWeights = !!st.random_weights;
+    if (st.planted !== undefined) c.planted = st.planted;
+    if (st.state && typeof st.state === "object") c.state = st.state;
+    if (Array.isArray(st.alerts)) {
+      c.alerts = st.alerts.length;
+      for (const a of st.alerts) if (a && typeof a === "object") c.kinds.add(a.kind);
+    } else if (typeof st.alerts === "number") c.alerts = st.alerts;
+    if (typeof st.open_alerts === "number") c.open = st.open_alerts;
+    if (st.summary && typeof st.summary === "object" && Object.keys(st.summary).length) c.summary = st.summary;
+    if (st.status) c.status = st.status;
+    if (typeof st.live === "boolean") c.live = st.live;
+    c.search = [c.id, c.context || "", c.profile || "", c.source || "",
+      ...Object.values(c.metadata || {}).map(metaText)].join("\n").toLowerCase();
+    c.rev += 1;
+    return c;
+  }
+
+  const calls = {
+    byId: new Map(),
+    ended: [], // ids of ended calls, in the order they ended (at most MAX_ENDED kept)
+    profiles: new Set(), // seen profile names (the context/profile filter offers them)
+    partySet: new Set(), // seen party names (the party filter offers them)
+    orderDirty: true,
+    sorted: [], // the calls that pass the filters, in list order (recomputed when orderDirty)
 
     get(id) {
-      if (!this.sessions.has(id)) this.sessions.set(id, newSession(id));
-      return this.sessions.get(id);
-    },
-
-    /** Merge session.json / monitor summaries into the store. */
-    mergeMeta(meta) {
-      if (!meta || !meta.session_id) return;
-      const s = this.get(meta.session_id);
-      if (meta.source) s.source = meta.source;
-      if (meta.started_at) s.startedAt = meta.started_at;
-      if (meta.ended_at) s.endedAt = meta.ended_at;
-      if (meta.metadata !== undefined) s.metadata = meta.metadata;
-      if (meta.context !== undefined) s.context = meta.context;
-      for (const party of partyNames(meta.parties)) laneOf(s, party);
-      if (meta.model_id) s.modelId = meta.model_id;
-      if (meta.random_weights !== undefined) this.noteRandom(s, meta.random_weights, meta.model_id, meta.planted);
-      if (meta.summary && Object.keys(meta.summary).length) s.summary = meta.summary;
-      if (typeof meta.live === "boolean") s.live = meta.live;
-      if (meta.status) s.status = meta.status;
-      if (s.live) s.status = "live";
-    },
-
-    noteRandom(s, value, modelId, planted) {
-      if (s) s.randomWeights = !!value;
-      if (value) {
-        this.randomWeights = true;
-        if (modelId) this.modelId = modelId;
-        // A planted head raises alerts on purpose: say so, so nobody reads them as recognition.
-        if (planted) this.planted = planted;
+      let c = this.byId.get(id);
+      if (!c) {
+        c = newCall(id);
+        this.byId.set(id, c);
       }
+      return c;
     },
 
-    /** Add one analyzer/monitor event; duplicates (history + live feed) are ignored. */
-    ingest(ev) {
-      const sid = ev.session_id;
-      if (!sid) return;
-      const s = this.get(sid);
-      const lane = laneOf(s, ev.party);
-      const key = eventKey(ev) && (ev.party ? `${ev.party}|${eventKey(ev)}` : eventKey(ev));
-      if (key) {
-        if (s.keys.has(key)) return;
-        s.keys.add(key);
+    /** Something that moves rows (membership, open alerts, activity) changed. */
+    changed() {
+      this.orderDirty = true;
+      invalidate("list");
+    },
+
+    /** A live session, from the snapshot or session_started. */
+    upsertLive(st) {
+      if (!st || !st.session_id) return null;
+      const c = this.get(String(st.session_id));
+      const wasLive = c.live;
+      fillCall(c, st);
+      c.live = true;
+      c.status = "live";
+      if (!wasLive) {
+        const idx = this.ended.indexOf(c.id);
+        if (idx >= 0) this.ended.splice(idx, 1);
+        c.activity = Math.max(c.activity, Date.parse(c.startedAt) || Date.now());
       }
-      s.lastEvent = Date.now();
-      switch (ev.type) {
-        case "info":
-          s.modelId = ev.model_id;
-          this.noteRandom(s, ev.random_weights, ev.model_id, ev.planted);
-          if (ev.parameters && ev.parameters.hop_seconds) s.hop = lane.hop = ev.parameters.hop_seconds;
-          break;
-        case "window":
-          insertSorted(lane.windows, ev, (w) => w.index);
-          break;
-        case "segment":
-          insertSorted(lane.segments, ev, (g) => g.index);
-          // The quality gate withheld a fear/disgust call: a person should listen.
-          if (ev.decision && ev.decision.withheld) this.alert(s, ev, "review", ev.start, ev.decision.withheld);
-          break;
-        case "transition":
-          insertSorted(lane.transitions, ev, (t) => t.time);
-          if (ev.flagged) this.alert(s, ev, "flagged", ev.time, `flagged transition ${ev.from} → ${ev.to}`);
-          break;
-        case "review":
-          lane.reviews.push(ev);
-          this.alert(s, ev, "review", ev.start, `needs review: ${ev.leading} vs ${ev.runner_up} (gap ${pct(ev.gap)})${evidence(ev)}`);
-          break;
-        case "dual_emotion":
-          lane.duals.push(ev);
-          this.alert(s, ev, "dual", ev.start, `dual emotion: ${(ev.emotions || []).join(" + ")}${evidence(ev)}`);
-          break;
-        case "overload":
-          this.alert(s, ev, "overload", null, ev.message || "analysis is delayed (overload)");
-          break;
-        case "summary":
-          s.summary = ev.stats || s.summary;
-          if (ev.stats && ev.stats.status) s.status = ev.stats.status;
-          s.live = false;
-          break;
-        default:
-          break; // unknown types are ignored (protocol may add some)
-      }
-    },
-
-    alert(s, ev, kind, time, text) {
-      s.alerts += 1;
-      if (ev.party) laneOf(s, ev.party).alerts += 1;
-      const key = `${s.id}|${ev.party || ""}|${eventKey(ev) || `${ev.type}|${Date.now()}|${Math.random()}`}`;
-      if (this.alertKeys.has(key)) return;
-      this.alertKeys.add(key);
-      // In a split session an alert is one person's: it names the party.
-      this.alerts.unshift({ key, sessionId: s.id, party: ev.party || null, kind, time, text, at: new Date() });
-      if (this.alerts.length > 500) this.alerts.length = 500;
-    },
-
-    ordered() {
-      return [...this.sessions.values()].sort((a, b) => {
-        if (a.live !== b.live) return a.live ? -1 : 1;
-        return String(b.startedAt || "").localeCompare(String(a.startedAt || "")) || a.id.localeCompare(b.id);
-      });
+      noteModel(c.randomWeights, null, c.planted);
+      const known = this.profiles.size + this.partySet.size;
+      if (c.profile) this.profiles.add(c.profile);
+      for (const p of c.parties) this.partySet.add(p);
+      if (this.profiles.size + this.partySet.size !== known) invalidate("filters");
+      this.orderDirty = true;
+      return c;
     },
   };
 
-  /** The acoustic evidence a review or dual report quotes (words for a person, not a score). */
-  function evidence(ev) {
-    return ev.evidence ? ` — ${ev.evidence}` : "";
+  /** A call ended: it stays listed (as ended) until MAX_ENDED newer ones push it out. */
+  function endCall(id, summary) {
+    const c = calls.byId.get(id);
+    if (!c) return;
+    if (summary && typeof summary === "object" && Object.keys(summary).length) c.summary = summary;
+    if (c.live) {
+      c.live = false;
+      c.status = (summary && summary.status) || (c.status === "live" ? "complete" : c.status);
+      c.endedAt = c.endedAt || new Date().toISOString();
+      c.activity = Date.now();
+      calls.ended.push(id);
+      while (calls.ended.length > MAX_ENDED) {
+        const old = calls.ended.shift();
+        if (selection.tl && selection.tl.id === old) continue;
+        calls.byId.delete(old);
+        for (const a of alertStore.byId.values()) {
+          if (a.session_id === old && a.state === "acknowledged") alertStore.byId.delete(a.id);
+        }
+      }
+    } else if (summary && summary.status) c.status = summary.status;
+    c.rev += 1;
+    calls.changed();
+    const tl = selection.tl;
+    if (tl && tl.id === id && tl.live) {
+      const followed = tl.subscribed || tl.historyLoaded || (mic.sessionId === id);
+      tl.live = false;
+      tl.subscribed = tl.subscribing = false;
+      if (summary) tl.summary = summary;
+      if (!followed) loadHistory(tl); // it ended before its timeline reached us: read the recording
+      loadAudio(tl);
+      invalidate("detail");
+    }
+  }
+
+  /** A digest entry's party states: the contract's {party: {emotion, score, time}} or the compact {party: [e, s, t]}. */
+  function digestStates(d) {
+    const raw = d.state && typeof d.state === "object" ? d.state : d.s && typeof d.s === "object" ? d.s : null;
+    if (!raw) return null;
+    const out = {};
+    for (const [party, st] of Object.entries(raw)) {
+      out[party] = Array.isArray(st) ? { emotion: st[0], score: st[1], time: st[2] } : st;
+    }
+    return out;
+  }
+
+  /** The digest: each changed call's state per party (only the parties that changed) and its alert counts. */
+  function applyDigest(sessions) {
+    if (!sessions || typeof sessions !== "object") return;
+    const now = Date.now();
+    let moved = false;
+    for (const [id, d] of Object.entries(sessions)) {
+      const c = calls.byId.get(id);
+      if (!c || !d || typeof d !== "object") continue;
+      const states = digestStates(d);
+      if (states) {
+        for (const [party, st] of Object.entries(states)) {
+          const before = c.state[party];
+          if (st && (!before || before.emotion !== st.emotion)) {
+            c.activity = now;
+            moved = true;
+          }
+        }
+        c.state = { ...c.state, ...states };
+      }
+      const total = typeof d.alerts === "number" ? d.alerts : d.a;
+      const open = typeof d.open_alerts === "number" ? d.open_alerts : d.o;
+      if (typeof total === "number") c.alerts = total;
+      if (typeof open === "number" && open !== c.open) {
+        c.open = open;
+        moved = true;
+      }
+      c.rev += 1;
+    }
+    if (moved) calls.orderDirty = true;
+    invalidate("list");
+  }
+
+  // ---------------------------------------------------------------- filters & order
+  const filters = { text: "", alert: "", party: "", context: "", meta: null, ended: true };
+
+  /** "key=value" (value compared as text, case-insensitively) or "key" (the key is present). */
+  function parseMeta(text) {
+    const t = text.trim();
+    if (!t) return null;
+    const eq = t.indexOf("=");
+    return eq < 0 ? [t.toLowerCase(), null] : [t.slice(0, eq).trim().toLowerCase(), t.slice(eq + 1).trim().toLowerCase()];
+  }
+
+  function matches(c) {
+    if (!filters.ended && !c.live) return false;
+    if (filters.text && !c.search.includes(filters.text)) return false;
+    if (filters.alert === "open") {
+      if (!c.open) return false;
+    } else if (filters.alert && !c.kinds.has(filters.alert)) return false;
+    if (filters.party && !c.parties.includes(filters.party)) return false;
+    if (filters.context) {
+      const q = filters.context;
+      const profile = (c.profile || "").toLowerCase();
+      if (!profile.includes(q) && !(c.context || "").toLowerCase().includes(q)) return false;
+    }
+    if (filters.meta) {
+      const [key, value] = filters.meta;
+      const md = c.metadata || {};
+      const k = Object.keys(md).find((name) => name.toLowerCase() === key);
+      if (k === undefined) return false;
+      if (value !== null && metaText(md[k]).toLowerCase() !== value) return false;
+    }
+    return true;
+  }
+
+  /** Unacknowledged alerts first, then live before ended, then the most recent activity. */
+  function callOrder(a, b) {
+    return (b.open > 0) - (a.open > 0) || (b.live - a.live) || (b.activity - a.activity) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  }
+
+  function sortedCalls() {
+    if (calls.orderDirty) {
+      const out = [];
+      for (const c of calls.byId.values()) if (matches(c)) out.push(c);
+      out.sort(callOrder);
+      calls.sorted = out;
+      calls.orderDirty = false;
+    }
+    return calls.sorted;
+  }
+
+  // ---------------------------------------------------------------- alerts
+  /** Every alert the page knows (feed snapshot, `alert`, `alert_acknowledged`), by id. */
+  const alertStore = {
+    byId: new Map(),
+    openCache: null, // open alerts, newest first (null: recompute)
+    acked: [], // ids of recently acknowledged alerts, newest acknowledgement first
+    shown: ALERT_PAGE,
+    forms: new Map(), // alert id -> {note, assignee, busy, error}: an acknowledgement being written
+    lastAssignee: "",
+
+    open() {
+      if (!this.openCache) {
+        this.openCache = [...this.byId.values()].filter((a) => a.state !== "acknowledged")
+          .sort((a, b) => (Date.parse(b.at) || 0) - (Date.parse(a.at) || 0) || (a.id < b.id ? 1 : -1));
+      }
+      return this.openCache;
+    },
+    changed() {
+      this.openCache = null;
+      invalidate("alerts");
+    },
+  };
+
+  /** The feed's Alert, or a catalog row from GET /api/alerts (`created_at` for `at`). */
+  function normalAlert(a) {
+    if (!a || typeof a !== "object" || !a.id) return null;
+    if (!a.at && a.created_at) a = { ...a, at: a.created_at };
+    if (!a.state) a = { ...a, state: a.ack ? "acknowledged" : "open" };
+    return a;
+  }
+
+  /** A raised alert. `counted`: it is new to the server too (a live `alert`), so the call's counts grow. */
+  function addAlert(raw, counted) {
+    const a = normalAlert(raw);
+    if (!a) return;
+    const known = alertStore.byId.get(a.id);
+    if (known) {
+      if (a.state === "acknowledged" && known.state !== "acknowledged") applyAck(a);
+      return;
+    }
+    alertStore.byId.set(a.id, a);
+    const c = calls.byId.get(a.session_id);
+    if (c) {
+      c.kinds.add(a.kind);
+      if (counted) {
+        c.alerts += 1;
+        if (a.state !== "acknowledged") c.open += 1;
+        c.activity = Date.now();
+      } else {
+        c.activity = Math.max(c.activity, Date.parse(a.at) || 0);
+      }
+      if (a.party) calls.partySet.add(a.party);
+      c.rev += 1;
+      calls.changed();
+    }
+    if (a.state === "acknowledged") noteAcked(a.id);
+    else if (counted) announce(a);
+    alertStore.changed();
+  }
+
+  /** An acknowledgement (ours, or one made on another dashboard): the alert leaves the queue. */
+  function applyAck(raw) {
+    const a = normalAlert(raw);
+    if (!a) return;
+    const known = alertStore.byId.get(a.id);
+    const wasOpen = !known || known.state !== "acknowledged";
+    const merged = { ...(known || {}), ...a, state: "acknowledged", ack: a.ack || (known && known.ack) || null };
+    alertStore.byId.set(a.id, merged);
+    const c = calls.byId.get(merged.session_id);
+    if (c && known && wasOpen) {
+      c.open = Math.max(0, c.open - 1);
+      c.activity = Date.now();
+      c.rev += 1;
+      calls.changed();
+    }
+    alertStore.forms.delete(a.id);
+    if (wasOpen) noteAcked(a.id);
+    alertStore.changed();
+  }
+
+  function noteAcked(id) {
+    const list = alertStore.acked;
+    const i = list.indexOf(id);
+    if (i >= 0) list.splice(i, 1);
+    list.unshift(id);
+    if (list.length > MAX_ACKED) list.length = MAX_ACKED;
+    invalidate("acked");
+  }
+
+  async function acknowledge(id) {
+    const form = alertStore.forms.get(id);
+    if (!form || form.busy) return;
+    form.busy = true;
+    form.error = null;
+    invalidate("alerts");
+    const body = { note: form.note.trim() || null, assignee: form.assignee.trim() || null };
+    if (body.assignee) alertStore.lastAssignee = body.assignee;
+    try {
+      const resp = await api(`/api/alerts/${encodeURIComponent(id)}/ack`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      applyAck(await resp.json()); // the first acknowledgement, if someone was quicker
+    } catch (err) {
+      form.busy = false;
+      form.error = `Could not acknowledge: ${err.message}`;
+      invalidate("alerts");
+    }
+  }
+
+  /** New alerts are read out by screen readers (one polite line, the latest). */
+  function announce(a) {
+    const el = $('[data-testid="alert-announce"]');
+    if (el) el.textContent = `New ${a.kind} alert on call ${a.session_id}${a.party ? `, ${a.party}` : ""}: ${a.text || ""}`;
+  }
+
+  // ---------------------------------------------------------------- the selected call
+  /** The selected call's full timeline: events from `subscribed` and the live feed, or the recording. */
+  function newTimeline(id) {
+    return {
+      id, live: false, hop: 0.1, windows: [], segments: [], transitions: [], reviews: [], duals: [],
+      alerts: 0, keys: new Set(), parties: [], lanes: new Map(), summary: null, status: null,
+      subscribed: false, subscribing: false, historyLoaded: false, historyLoading: false,
+      audioUrl: null, audioLoading: false, audioError: null, notice: null,
+    };
+  }
+
+  /** Where a party's events go: the timeline itself, or its party's lane in a split session. */
+  function laneOf(tl, party) {
+    if (!party) return tl;
+    if (!tl.lanes.has(party)) {
+      tl.lanes.set(party, {
+        party, hop: tl.hop, windows: [], segments: [], transitions: [], reviews: [], duals: [],
+        alerts: 0, audioUrl: null,
+      });
+      tl.parties.push(party);
+    }
+    return tl.lanes.get(party);
   }
 
   function eventKey(ev) {
@@ -290,79 +542,173 @@
     }
   }
 
-  function currentDominant(s) {
-    const w = s.windows[s.windows.length - 1];
+  function currentDominant(lane) {
+    const w = lane.windows[lane.windows.length - 1];
     return w ? { label: w.dominant, score: w.dominant_score } : null;
   }
 
-  // ---------------------------------------------------------------- loading sessions
-  async function refreshSessions() {
-    try {
-      const body = await (await api("/api/sessions")).json();
-      for (const meta of body.sessions || []) store.mergeMeta(meta);
-      if (auth.error) auth.showError(null);
-      scheduleRender();
-    } catch (err) {
-      if (err.status !== 401) auth.showError(`Could not load sessions: ${err.message}`);
+  /** Add one event of the selected call; duplicates (subscription seed, socket, recording) are dropped. */
+  function ingest(tl, ev) {
+    if (!ev || typeof ev !== "object") return;
+    const lane = laneOf(tl, ev.party);
+    const base = eventKey(ev);
+    const key = base && (ev.party ? `${ev.party}|${base}` : base);
+    if (key) {
+      if (tl.keys.has(key)) return;
+      tl.keys.add(key);
+    }
+    switch (ev.type) {
+      case "info":
+        noteModel(ev.random_weights, ev.model_id, ev.planted);
+        if (ev.parameters && ev.parameters.hop_seconds) tl.hop = lane.hop = ev.parameters.hop_seconds;
+        break;
+      case "window": {
+        insertSorted(lane.windows, ev, (w) => w.index);
+        if (lane.windows.length > MAX_WINDOWS + 500) { // a long call: keep its last MAX_WINDOWS windows
+          const gone = lane.windows.splice(0, lane.windows.length - MAX_WINDOWS);
+          for (const w of gone) tl.keys.delete(ev.party ? `${ev.party}|w${w.index}` : `w${w.index}`);
+          lane.dropped = (lane.dropped || 0) + gone.length;
+        }
+        // The selected call's row follows its own windows (fresher than the 1/s digest).
+        const c = calls.byId.get(tl.id);
+        const last = lane.windows[lane.windows.length - 1];
+        if (c && last === ev) {
+          const party = ev.party || "all";
+          const before = c.state[party];
+          if (!before || before.emotion !== ev.dominant) c.activity = Date.now();
+          c.state = { ...c.state, [party]: { emotion: ev.dominant, score: ev.dominant_score, time: ev.end } };
+          c.rev += 1;
+          invalidate("list");
+        }
+        break;
+      }
+      case "segment":
+        insertSorted(lane.segments, ev, (g) => g.index);
+        if (ev.decision && ev.decision.withheld) countAlert(tl, lane);
+        break;
+      case "transition":
+        insertSorted(lane.transitions, ev, (t) => t.time);
+        if (ev.flagged) countAlert(tl, lane);
+        break;
+      case "review":
+        lane.reviews.push(ev);
+        countAlert(tl, lane);
+        break;
+      case "dual_emotion":
+        lane.duals.push(ev);
+        countAlert(tl, lane);
+        break;
+      case "overload":
+        tl.notice = ev.message || "analysis is delayed (overload)";
+        break;
+      case "summary":
+        tl.summary = ev.stats || tl.summary;
+        if (ev.stats && ev.stats.status) tl.status = ev.stats.status;
+        break;
+      default:
+        break; // unknown types are ignored (the protocol may add some)
+    }
+    invalidate("detail");
+  }
+
+  /** Alerts the timeline's own events raise (the server's rule: stream/server/alerts.py). */
+  function countAlert(tl, lane) {
+    tl.alerts += 1;
+    if (lane !== tl) lane.alerts += 1;
+  }
+
+  const selection = { tl: null, meta: null };
+
+  /** Select a call: subscribe to it while it is live, else read its recording. */
+  function select(id, meta) {
+    if (selection.tl && selection.tl.id === id) {
+      if (meta) selection.meta = meta;
+      invalidate("detail", "list");
+      return;
+    }
+    const prev = selection.tl;
+    if (prev) {
+      if (prev.subscribed || prev.subscribing) monitor.send({ type: "unsubscribe", session_id: prev.id });
+      releaseTimeline(prev);
+    }
+    const tl = newTimeline(id);
+    selection.tl = tl;
+    selection.meta = meta || null;
+    const c = calls.byId.get(id);
+    for (const party of (c ? c.parties : partyNames(meta && meta.parties))) laneOf(tl, party);
+    tl.live = c ? c.live : !!(meta && meta.live);
+    if (tl.live) subscribeSelected();
+    else {
+      loadHistory(tl);
+      loadAudio(tl);
+    }
+    invalidate("detail", "list");
+  }
+
+  function subscribeSelected() {
+    const tl = selection.tl;
+    if (!tl || !tl.live || tl.subscribing || tl.subscribed) return;
+    if (monitor.send({ type: "subscribe", session_id: tl.id })) tl.subscribing = true;
+  }
+
+  function releaseTimeline(tl) {
+    for (const url of [tl.audioUrl, ...[...tl.lanes.values()].map((lane) => lane.audioUrl)]) {
+      if (url && url.startsWith("blob:")) URL.revokeObjectURL(url);
     }
   }
-  let refreshTimer = null;
-  const refreshSoon = () => {
-    clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(refreshSessions, 300);
-  };
 
-  async function loadHistory(s) {
-    if (s.historyLoaded || s.historyLoading) return;
-    s.historyLoading = true;
+  async function loadHistory(tl) {
+    if (tl.historyLoaded || tl.historyLoading) return;
+    tl.historyLoading = true;
     try {
-      const text = await (await api(`/api/sessions/${encodeURIComponent(s.id)}/events`)).text();
+      const text = await (await api(`/api/sessions/${encodeURIComponent(tl.id)}/events`)).text();
       for (const line of text.split("\n")) {
         if (!line.trim()) continue;
-        try { store.ingest({ ...JSON.parse(line), session_id: s.id }); } catch { /* partial line */ }
+        let ev;
+        try { ev = JSON.parse(line); } catch { continue; } // a partial last line
+        ingest(tl, { ...ev, session_id: tl.id });
       }
-      s.historyLoaded = true;
+      tl.historyLoaded = true;
     } catch (err) {
-      if (err.status === 404) s.historyLoaded = true; // nothing recorded (yet)
+      if (err.status === 404) tl.historyLoaded = true; // nothing recorded
+      else tl.notice = `Could not load the recorded events: ${err.message}`;
     } finally {
-      s.historyLoading = false;
-      scheduleRender();
+      tl.historyLoading = false;
+      invalidate("detail");
     }
   }
 
-  async function loadAudio(s) {
-    if (s.audioUrl || s.audioLoading || s.live) return;
-    s.audioLoading = true;
+  async function loadAudio(tl) {
+    if (tl.audioUrl || tl.audioLoading || tl.live) return;
+    tl.audioLoading = true;
     try {
-      const base = `/api/sessions/${encodeURIComponent(s.id)}/audio`;
-      if (s.parties.length) {
-        // A split session keeps one recording per party.
-        for (const lane of s.lanes.values()) {
+      const base = `/api/sessions/${encodeURIComponent(tl.id)}/audio`;
+      if (!tl.parties.length && !tl.historyLoaded) {
+        // A split session keeps one recording per party: learn the parties first.
+        const meta = await (await api(`/api/sessions/${encodeURIComponent(tl.id)}`)).json();
+        for (const party of partyNames(meta.parties)) laneOf(tl, party);
+      }
+      if (tl.parties.length) {
+        for (const lane of tl.lanes.values()) {
           const blob = await (await api(`${base}?party=${encodeURIComponent(lane.party)}`)).blob();
+          if (selection.tl !== tl) return;
           lane.audioUrl = URL.createObjectURL(blob);
         }
-        s.audioUrl = "parties";
+        tl.audioUrl = "parties";
       } else {
         const blob = await (await api(base)).blob();
-        s.audioUrl = URL.createObjectURL(blob);
+        if (selection.tl !== tl) return;
+        tl.audioUrl = URL.createObjectURL(blob);
       }
     } catch (err) {
-      s.audioError = err.message;
+      tl.audioError = err.message;
     } finally {
-      s.audioLoading = false;
-      scheduleRender();
+      tl.audioLoading = false;
+      invalidate("detail");
     }
   }
 
-  function select(id) {
-    store.selected = id;
-    const s = store.get(id);
-    loadHistory(s);
-    if (!s.live) loadAudio(s);
-    scheduleRender();
-  }
-
-  // ---------------------------------------------------------------- monitor socket
+  // ---------------------------------------------------------------- monitor feed
   let connection = "connecting";
   function setConnection(value) {
     connection = value;
@@ -372,7 +718,6 @@
       connecting: "connecting…", open: "live feed connected", closed: "feed disconnected — retrying",
       unauthorized: "not authorized",
     }[value] || value;
-    publishState();
   }
 
   const monitor = {
@@ -380,6 +725,7 @@
     retry: 1000,
     timer: null,
     generation: 0,
+    stats: { messages: 0, bytes: 0, snapshots: 0, digests: 0, errors: [] },
 
     connect() {
       clearTimeout(this.timer);
@@ -394,12 +740,20 @@
         this.retry = 1000;
         setConnection("open");
       };
-      ws.onmessage = (msg) => this.onMessage(JSON.parse(msg.data));
+      ws.onmessage = (msg) => {
+        if (gen !== this.generation) return;
+        this.stats.messages += 1;
+        this.stats.bytes += msg.data.length;
+        let m;
+        try { m = JSON.parse(msg.data); } catch { return; }
+        this.onMessage(m);
+      };
       ws.onclose = () => {
         if (gen !== this.generation) return;
+        if (selection.tl) selection.tl.subscribed = selection.tl.subscribing = false;
         if (!opened) {
-          // A refused handshake looks like 1006 in browsers: ask the HTTP API why.
-          fetch("/api/sessions", { headers: auth.headers() }).then((r) => {
+          // A refused handshake looks like 1006 in browsers: ask the HTTP API why (one row, not the list).
+          fetch("/api/sessions?limit=1", { headers: auth.headers() }).then((r) => {
             if (r.status === 401) {
               auth.showError(
                 auth.token
@@ -420,42 +774,187 @@
       this.retry = Math.min(this.retry * 2, 15000);
     },
 
+    send(message) {
+      if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+      this.ws.send(JSON.stringify(message));
+      return true;
+    },
+
     onMessage(m) {
       switch (m.type) {
-        case "sessions":
-          for (const live of m.sessions || []) {
-            const s = store.get(live.session_id);
-            s.live = true;
-            s.status = "live";
-          }
-          refreshSoon();
+        case "snapshot":
+          this.stats.snapshots += 1;
+          applySnapshot(m);
           break;
         case "session_started": {
-          store.mergeMeta({ ...m, live: true, status: "live", summary: undefined });
-          const s = store.get(m.session_id);
-          s.historyLoaded = true; // we see it from its first event
-          if (m.info) store.ingest(m.info);
-          refreshSoon();
+          const c = calls.upsertLive(m.session);
+          noteInfos(m.info);
+          if (c) invalidate("list");
           break;
         }
-        case "session_ended": {
-          const s = store.get(m.session_id);
-          s.live = false;
-          s.summary = m.summary || s.summary;
-          s.status = (m.summary && m.summary.status) || "complete";
-          if (store.selected === s.id) loadAudio(s);
-          refreshSoon();
+        case "session_ended":
+          endCall(m.session_id, m.summary || null);
+          break;
+        case "alert":
+          addAlert(m.alert, true);
+          break;
+        case "alert_acknowledged":
+          applyAck(m.alert);
+          break;
+        case "digest":
+          this.stats.digests += 1;
+          applyDigest(m.sessions);
+          break;
+        case "subscribed": {
+          const tl = selection.tl;
+          if (!tl || tl.id !== m.session_id) break; // a call selected before this one
+          tl.subscribing = false;
+          tl.subscribed = true;
+          for (const ev of m.events || []) ingest(tl, { ...ev, session_id: tl.id });
+          tl.historyLoaded = true;
+          invalidate("detail");
           break;
         }
-        case "telephony":
+        case "error":
+          this.onError(m);
           break;
-        default:
-          store.ingest(m);
+        case "unsubscribed":
+          break;
+        default: {
+          // A subscribed call's own messages: info, window, segment, transition, review, …
+          const tl = selection.tl;
+          if (tl && m.session_id === tl.id) ingest(tl, m);
+        }
       }
-      scheduleRender();
+    },
+
+    onError(m) {
+      this.stats.errors.push(m.code);
+      if (this.stats.errors.length > 20) this.stats.errors.shift();
+      const tl = selection.tl;
+      if (!tl || !tl.subscribing || (m.session_id && m.session_id !== tl.id)) return;
+      tl.subscribing = false;
+      if (m.code === "unknown_session") {
+        // It ended before the subscription reached the server: read its recording instead.
+        tl.live = false;
+        endCall(tl.id, null);
+        loadHistory(tl);
+        loadAudio(tl);
+      } else {
+        tl.notice = `The live timeline is unavailable: ${m.code}${m.message ? ` (${m.message})` : ""}`;
+      }
+      invalidate("detail");
     },
   };
 
+  /** On (re)connect: the live calls and open alerts as the server has them now. */
+  function applySnapshot(m) {
+    const live = new Set();
+    for (const st of m.sessions || []) {
+      const c = calls.upsertLive(st);
+      if (c) live.add(c.id);
+    }
+    for (const c of [...calls.byId.values()]) {
+      if (c.live && !live.has(c.id)) endCall(c.id, { status: c.status === "live" ? "ended" : c.status });
+    }
+    const snapAlerts = (m.alerts || []).filter((a) => a && a.id);
+    const present = new Set(snapAlerts.map((a) => a.id));
+    // The snapshot lists at most 200 open alerts: an open alert of ours that is not there and is
+    // newer than its oldest was acknowledged (or its call ended) while we were away.
+    const oldest = snapAlerts.length >= 200 ? Math.min(...snapAlerts.map((a) => Date.parse(a.at) || 0)) : -Infinity;
+    for (const a of [...alertStore.byId.values()]) {
+      if (a.state !== "acknowledged" && !present.has(a.id) && live.has(a.session_id) && (Date.parse(a.at) || 0) >= oldest) {
+        alertStore.byId.delete(a.id);
+      }
+    }
+    for (const a of snapAlerts) addAlert(a, false);
+    fetchOpenAlerts();
+    alertStore.changed();
+    calls.changed();
+    const tl = selection.tl;
+    if (tl) {
+      tl.subscribed = tl.subscribing = false;
+      if (tl.live && live.has(tl.id)) subscribeSelected();
+      else if (tl.live) {
+        tl.live = false;
+        loadHistory(tl);
+        loadAudio(tl);
+      }
+    }
+    invalidate("list", "alerts", "acked", "detail", "banners", "filters");
+  }
+
+  /**
+   * Once per (re)connect: the open alerts of calls that already ended (the snapshot lists those of
+   * live calls only), so an unacknowledged alert never leaves the queue because its caller hung up.
+   */
+  async function fetchOpenAlerts() {
+    const gen = monitor.generation;
+    try {
+      const body = await (await api(`/api/alerts?state=open&limit=${MAX_ACKED * 4}`)).json();
+      if (gen !== monitor.generation) return;
+      for (const a of body.alerts || []) addAlert(a, false);
+    } catch (err) {
+      // An older server without the alert catalog: the snapshot's alerts are all there is.
+    }
+  }
+
+  // ---------------------------------------------------------------- history
+  /** A search through the paged GET /api/sessions; "Load more" follows next_cursor. */
+  const hist = { query: null, items: [], ids: new Set(), next: null, status: "idle", error: null, seq: 0, searched: false };
+
+  function historyQuery(form) {
+    const q = new URLSearchParams();
+    q.set("limit", String(HISTORY_LIMIT));
+    const data = new FormData(form);
+    for (const name of ["live", "status", "source", "context", "profile", "party", "alert", "meta"]) {
+      const v = String(data.get(name) || "").trim();
+      if (v) q.set(name, v);
+    }
+    for (const name of ["from", "to"]) {
+      const v = String(data.get(name) || "");
+      const d = v ? new Date(v) : null; // datetime-local is the viewer's local time
+      if (d && !Number.isNaN(d.getTime())) q.set(name, d.toISOString());
+    }
+    if (data.get("unacknowledged")) q.set("unacknowledged", "true");
+    return q.toString();
+  }
+
+  async function searchHistory(more) {
+    const seq = ++hist.seq;
+    let q;
+    if (more) {
+      if (!hist.next) return;
+      q = new URLSearchParams(hist.query);
+      q.set("cursor", hist.next);
+    } else {
+      hist.query = historyQuery($('[data-testid="history-form"]'));
+      hist.items = [];
+      hist.ids = new Set();
+      hist.next = null;
+      q = new URLSearchParams(hist.query);
+    }
+    hist.searched = true;
+    hist.status = "loading";
+    hist.error = null;
+    renderHistory(!more);
+    try {
+      const body = await (await api(`/api/sessions?${q}`)).json();
+      if (seq !== hist.seq) return;
+      for (const meta of body.sessions || []) {
+        if (!meta || !meta.session_id || hist.ids.has(meta.session_id)) continue;
+        hist.ids.add(meta.session_id);
+        hist.items.push(meta);
+      }
+      hist.next = body.next_cursor || null;
+      hist.status = "done";
+    } catch (err) {
+      if (seq !== hist.seq) return;
+      hist.status = "error";
+      hist.error = err.message;
+    }
+    renderHistory(false);
+  }
   // ---------------------------------------------------------------- microphone
   /** Streaming linear resampler (only used when the AudioContext rate is not accepted). */
   class Resampler {
@@ -536,22 +1035,32 @@
           if (m.type === "ready") {
             ready = true;
             this.sessionId = m.session_id;
-            const s = store.get(m.session_id);
-            s.live = true;
-            s.status = "live";
-            s.source = s.source || "stream";
-            s.startedAt = s.startedAt || new Date().toISOString();
-            s.historyLoaded = true;
+            // The feed's session_started may come later: list the call now, then follow it.
+            const c = calls.get(m.session_id);
+            if (!c.startedAt) {
+              fillCall(c, {
+                source: "native", started_at: new Date().toISOString(), context: "browser microphone (dashboard)",
+                metadata: { client: "emostream-dashboard", input: "microphone" }, parties: m.parties || [],
+              });
+              c.live = true;
+              c.status = "live";
+              c.activity = Date.now();
+              calls.changed();
+            }
             select(m.session_id);
             resolve();
           } else if (m.type === "error") {
             if (!ready) reject(new Error(`${m.code}: ${m.message}`));
             else this.error = `${m.code}: ${m.message}`;
           } else {
-            store.ingest(m);
-            if (m.type === "summary") this.finished();
+            // Our own socket carries the call's events too; the timeline drops the feed's duplicates.
+            const tl = selection.tl;
+            if (tl && tl.id === m.session_id) ingest(tl, m);
+            if (m.type === "summary") {
+              endCall(m.session_id, m.stats || null);
+              this.finished();
+            }
           }
-          scheduleRender();
         };
         ws.onclose = (e) => {
           if (!ready) {
@@ -626,13 +1135,7 @@
       if (this.status === "idle") return;
       this.stopAudio();
       this.status = this.error ? "error" : "idle";
-      const s = this.sessionId && store.get(this.sessionId);
-      if (s) {
-        s.live = false;
-        if (s.status === "live") s.status = "complete";
-        if (store.selected === s.id) loadAudio(s);
-      }
-      refreshSoon();
+      if (this.sessionId) endCall(this.sessionId, null);
       renderMic();
     },
 
@@ -663,7 +1166,6 @@
       error: `Microphone: ${mic.error}`,
     }[mic.status];
     $(".mic-text", box).textContent = text;
-    publishState();
   }
 
   // ---------------------------------------------------------------- timeline chart
@@ -848,141 +1350,400 @@
     }
   }
 
-  // ---------------------------------------------------------------- live view rendering
-  const view = { series: "scores", follow: true, hidden: new Set() };
-  let renderQueued = false;
-  function scheduleRender() {
-    if (renderQueued) return;
-    renderQueued = true;
-    requestAnimationFrame(() => {
-      renderQueued = false;
-      render();
-    });
+
+  // ---------------------------------------------------------------- rendering
+  const view = { series: "scores", follow: true, hidden: new Set(), name: "live" };
+
+  /** What needs drawing at the next animation frame: only those parts are redrawn. */
+  const dirty = { banners: true, filters: true, list: true, alerts: true, acked: true, detail: true };
+  let frameQueued = false;
+
+  function invalidate(...parts) {
+    for (const part of parts) dirty[part] = true;
+    if (frameQueued) return;
+    frameQueued = true;
+    requestAnimationFrame(frame);
   }
 
-  function render() {
-    renderBanners();
-    renderSessionList();
-    renderAlerts();
-    renderDetail();
-    renderMic();
-    publishState();
+  function frame() {
+    frameQueued = false;
+    if (dirty.banners) { dirty.banners = false; renderBanners(); }
+    if (view.name !== "live") return; // the other views draw themselves; these wait until shown
+    if (dirty.filters) { dirty.filters = false; renderFilterOptions(); }
+    if (dirty.list) { dirty.list = false; renderCalls(); }
+    if (dirty.alerts) { dirty.alerts = false; renderAlerts(); }
+    if (dirty.acked) { dirty.acked = false; renderAcked(); }
+    if (dirty.detail) { dirty.detail = false; renderDetail(); }
   }
 
   function renderBanners() {
     const banner = $('[data-testid="random-weights-banner"]');
-    banner.hidden = !store.randomWeights;
-    $("#random-weights-detail").textContent = store.planted
-      ? ` — model “${store.modelId}” has PLANTED weights (${store.planted}): its alerts follow a planted rule, ` +
-        "not emotion; use it only to test the system."
-      : store.modelId ? ` — model “${store.modelId}” has random weights; use it only to test the system.` : "";
+    banner.hidden = !model.randomWeights;
+    const name = model.modelId ? `model “${model.modelId}”` : "the model";
+    $("#random-weights-detail").textContent = model.planted
+      ? ` — ${name} has PLANTED weights (${model.planted}): its alerts follow a planted rule, not emotion; use it only to test the system.`
+      : model.randomWeights ? ` — ${name} has random weights; use it only to test the system.` : "";
   }
 
-  function renderSessionList() {
+  /** The party filter and the profile suggestions offer what the feed has shown so far. */
+  let filterOptionSizes = [0, 0];
+  function renderFilterOptions() {
+    if (filterOptionSizes[0] !== calls.partySet.size) {
+      const select = $("#filter-party");
+      const current = select.value;
+      select.replaceChildren(h("option", { value: "" }, "any"),
+        ...[...calls.partySet].sort().map((p) => h("option", { value: p }, p)));
+      select.value = calls.partySet.has(current) ? current : "";
+    }
+    if (filterOptionSizes[1] !== calls.profiles.size) {
+      $("#profile-options").replaceChildren(...[...calls.profiles].sort().map((p) => h("option", { value: p })));
+    }
+    filterOptionSizes = [calls.partySet.size, calls.profiles.size];
+  }
+
+  function statusBadge(c) {
+    if (c.replay) return h("span", { class: "status-badge status-replay", "data-testid": "replay-badge" }, "REPLAY — not a live call");
+    return h("span", { class: `status-badge status-${c.live ? "live" : c.status}` }, c.live ? "LIVE" : c.status || "ended");
+  }
+
+  function emotionText(st) {
+    return st && st.emotion ? `${emo(st.emotion)} ${pct(st.score)}` : "…";
+  }
+
+  /** "line: 3 · queue: adults · counsellor: Sam" */
+  function metaLine(md) {
+    return Object.entries(md || {}).map(([k, v]) => `${k}: ${metaText(v)}`).join(" · ");
+  }
+
+  // The call list: a scrolling box, one spacer (the list, as tall as all rows), and only the
+  // visible rows in the DOM, each absolutely placed at index × ROW_HEIGHT.
+  const rowEls = new Map(); // session id -> {li, btn, rev, index, selected}
+
+  function renderCalls() {
+    const items = sortedCalls();
+    const scroll = $('[data-testid="call-scroll"]');
     const list = $('[data-testid="session-list"]');
-    const items = store.ordered();
-    $('[data-testid="sessions-empty"]').hidden = items.length > 0;
-    list.replaceChildren(...items.map((s) => {
-      const dom = currentDominant(s);
-      const btn = h("button", {
-        type: "button", class: "session-item", "data-testid": "session-item", "data-session-id": s.id,
-        "aria-current": store.selected === s.id ? "true" : null, onclick: () => select(s.id),
-      },
+    const height = `${items.length * ROW_HEIGHT}px`;
+    if (list.style.height !== height) list.style.height = height;
+    const top = scroll.scrollTop;
+    const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - ROW_OVERSCAN);
+    const last = Math.min(items.length, Math.ceil((top + scroll.clientHeight) / ROW_HEIGHT) + ROW_OVERSCAN);
+    const keep = new Set();
+    const selected = selection.tl ? selection.tl.id : null;
+    for (let i = first; i < last; i++) {
+      const c = items[i];
+      keep.add(c.id);
+      let row = rowEls.get(c.id);
+      if (!row) {
+        const btn = h("button", { type: "button", class: "session-item", "data-testid": "session-item", "data-session-id": c.id });
+        btn.addEventListener("click", () => select(c.id));
+        const li = h("li", { class: "call-row" }, btn);
+        li.style.height = `${ROW_HEIGHT}px`;
+        row = { li, btn, rev: -1, index: -1, selected: null };
+        rowEls.set(c.id, row);
+        list.append(li);
+      }
+      if (row.rev !== c.rev || row.selected !== (selected === c.id)) {
+        fillRow(row, c, selected === c.id);
+        row.rev = c.rev;
+        row.selected = selected === c.id;
+      }
+      if (row.index !== i) {
+        row.li.style.transform = `translateY(${i * ROW_HEIGHT}px)`;
+        row.li.setAttribute("aria-posinset", String(i + 1));
+        row.index = i;
+      }
+      row.li.setAttribute("aria-setsize", String(items.length));
+    }
+    for (const [id, row] of rowEls) {
+      if (!keep.has(id)) {
+        row.li.remove();
+        rowEls.delete(id);
+      }
+    }
+    // Keep the DOM in list order for screen readers and Tab, unless that would move the focused row.
+    if (!list.contains(document.activeElement)) {
+      let prev = null;
+      for (let i = first; i < last; i++) {
+        const li = rowEls.get(items[i].id).li;
+        if ((prev ? prev.nextSibling : list.firstChild) !== li) list.insertBefore(li, prev ? prev.nextSibling : list.firstChild);
+        prev = li;
+      }
+    }
+    let live = 0;
+    let open = 0;
+    for (const c of calls.byId.values()) {
+      if (c.live) live += 1;
+      if (c.open) open += 1;
+    }
+    $('[data-testid="call-count"]').textContent = String(live);
+    const total = calls.byId.size;
+    $('[data-testid="call-summary"]').textContent =
+      `${live} live · ${total - live} ended · ${open} with open alerts` +
+      (items.length !== total ? ` · ${items.length} match the filters` : "");
+    const empty = $('[data-testid="sessions-empty"]');
+    empty.hidden = items.length > 0;
+    empty.textContent = total ? "No call matches the filters." : "No calls yet. Start a call, or press “Microphone”.";
+  }
+
+  /** Arrow keys move between rows (scrolling the list); Home and End jump to its ends. */
+  function onListKey(e) {
+    const keys = { ArrowDown: 1, ArrowUp: -1, PageDown: 8, PageUp: -8 };
+    if (!(e.key in keys) && e.key !== "Home" && e.key !== "End") return;
+    const btn = e.target.closest && e.target.closest('[data-testid="session-item"]');
+    if (!btn) return;
+    const items = sortedCalls();
+    const at = items.findIndex((c) => c.id === btn.dataset.sessionId);
+    if (at < 0) return;
+    const to = e.key === "Home" ? 0 : e.key === "End" ? items.length - 1 : Math.max(0, Math.min(items.length - 1, at + keys[e.key]));
+    e.preventDefault();
+    const scroll = $('[data-testid="call-scroll"]');
+    const top = to * ROW_HEIGHT;
+    if (top < scroll.scrollTop) scroll.scrollTop = top;
+    else if (top + ROW_HEIGHT > scroll.scrollTop + scroll.clientHeight) scroll.scrollTop = top + ROW_HEIGHT - scroll.clientHeight;
+    renderCalls(); // now, so that the row to focus exists
+    const row = rowEls.get(items[to].id);
+    if (row) row.btn.focus();
+  }
+
+  function fillRow(row, c, selected) {
+    const { btn } = row;
+    btn.setAttribute("aria-current", selected ? "true" : "false");
+    btn.classList.toggle("has-open", c.open > 0);
+    btn.classList.toggle("is-replay", c.replay);
+    btn.classList.toggle("is-ended", !c.live);
+    const alertBadge = h("span", {
+      class: `alert-badge${c.open ? " has-alerts" : ""}`, "data-testid": "row-alerts",
+      "aria-label": `${c.open} open alerts of ${c.alerts}`, title: "open alerts / all alerts",
+    }, `⚑ ${c.open}/${c.alerts}`);
+    let emotions;
+    if (c.parties.length) {
+      emotions = c.parties.map((party) => {
+        const st = c.state[party];
+        const el = h("span", { class: "party-dominant", "data-testid": "party-dominant", "data-party": party }, `${party}: ${emotionText(st)}`);
+        if (st && st.emotion) el.style.color = COLORS[st.emotion] || "";
+        return el;
+      });
+    } else {
+      const st = c.state.all;
+      const el = h("span", { class: "session-dominant", "data-testid": "session-dominant" },
+        st && st.emotion ? emotionText(st) : c.live ? "no speech yet" : "–");
+      if (st && st.emotion) el.style.color = COLORS[st.emotion] || "";
+      emotions = [el];
+    }
+    const where = [c.profile && `profile: ${c.profile}`, c.context && `context: ${c.context}`].filter(Boolean).join(" · ");
+    const meta = metaLine(c.metadata);
+    const info = [meta, where].filter(Boolean).join(" · ");
+    btn.title = `${c.id}${info ? `\n${info}` : ""}`;
+    btn.replaceChildren(
       h("span", { class: "session-line" },
-        h("span", { class: `status-badge status-${s.live ? "live" : s.status}` }, s.live ? "LIVE" : s.status),
-        h("span", { class: "session-id" }, s.id)),
-      h("span", { class: "session-line session-sub" },
-        h("span", {}, `${s.source || "?"} · ${clock(s.startedAt)}`),
-        s.parties.length ? null : h("span", { class: "session-dominant", style: dom ? `color:${COLORS[dom.label]}` : null },
-          dom ? emo(dom.label) : (s.historyLoaded ? "no speech" : "")),
-        h("span", { class: `alert-badge${s.alerts ? " has-alerts" : ""}`, title: "alerts", "aria-label": `${s.alerts} alerts` },
-          `⚑ ${s.alerts}`)),
-      s.parties.length ? h("span", { class: "session-line session-parties" }, ...s.parties.map((party) => {
-        const pd = currentDominant(s.lanes.get(party));
-        return h("span", { class: "party-dominant", "data-testid": "party-dominant", "data-party": party,
-          style: pd ? `color:${COLORS[pd.label]}` : null }, `${party}: ${pd ? emo(pd.label) : "…"}`);
-      })) : null);
-      return h("li", {}, btn);
-    }));
+        statusBadge(c),
+        h("span", { class: "session-id" }, c.id),
+        alertBadge,
+        h("span", { class: "session-time" }, clock(c.startedAt))),
+      h("span", { class: "session-line session-emotions" }, ...emotions),
+      h("span", { class: "session-line session-meta", "data-testid": "session-meta" }, info || (c.source ? `source: ${c.source}` : "")),
+    );
+  }
+
+  // The alert queue: rows are kept per alert (an acknowledgement being typed survives updates).
+  const alertEls = new Map(); // alert id -> {li, formKey}
+  let ackFormSeq = 0;
+
+  function alertWhere(a) {
+    const time = a.stream_time !== null && a.stream_time !== undefined ? ` @ ${secs(a.stream_time)}` : "";
+    return `${a.session_id}${a.party ? ` · ${a.party}` : ""}${time}${a.at ? ` · ${clock(a.at)}` : ""}`;
+  }
+
+  function alertBody(a) {
+    const c = calls.byId.get(a.session_id);
+    const open = h("button", { type: "button", class: "alert-open", "data-testid": "alert-open", title: `Show call ${a.session_id}` },
+      h("span", { class: "alert-line" },
+        h("span", { class: "alert-kind" }, a.kind),
+        a.party ? h("span", { class: "alert-party", "data-testid": "alert-party" }, a.party) : null,
+        c && c.replay ? h("span", { class: "status-badge status-replay", "data-testid": "replay-badge" }, "REPLAY — not a live call") : null),
+      h("span", { class: "alert-text", title: a.text || "" }, a.text || ""),
+      h("span", { class: "alert-where" }, alertWhere(a)));
+    open.addEventListener("click", () => select(a.session_id));
+    return open;
+  }
+
+  function ackArea(a) {
+    const form = alertStore.forms.get(a.id);
+    if (!form) {
+      const btn = h("button", { type: "button", class: "btn btn-small", "data-testid": "ack-button", "aria-label": `Acknowledge alert ${a.id}` }, "Acknowledge");
+      btn.addEventListener("click", () => {
+        alertStore.forms.set(a.id, { note: "", assignee: alertStore.lastAssignee, busy: false, error: null });
+        invalidate("alerts");
+      });
+      return h("div", { class: "alert-actions" }, btn);
+    }
+    const noteId = `ack-note-${++ackFormSeq}`;
+    const whoId = `${noteId}-who`;
+    const note = h("input", { id: noteId, type: "text", maxlength: 500, "data-testid": "ack-note", placeholder: "what was done (optional)" });
+    note.value = form.note;
+    note.addEventListener("input", () => { form.note = note.value; });
+    const who = h("input", { id: whoId, type: "text", maxlength: 100, "data-testid": "ack-assignee", placeholder: "who follows up (optional)" });
+    who.value = form.assignee;
+    who.addEventListener("input", () => { form.assignee = who.value; });
+    const submit = h("button", { type: "submit", class: "btn btn-small btn-primary", "data-testid": "ack-submit", disabled: form.busy }, form.busy ? "Acknowledging…" : "Acknowledge");
+    const cancel = h("button", { type: "button", class: "btn btn-small", "data-testid": "ack-cancel" }, "Cancel");
+    cancel.addEventListener("click", () => {
+      alertStore.forms.delete(a.id);
+      invalidate("alerts");
+    });
+    const el = h("form", { class: "ack-form", "data-testid": "ack-form", "aria-label": `Acknowledge alert ${a.id}` },
+      h("label", { for: noteId }, "Note"), note,
+      h("label", { for: whoId }, "Assignee"), who,
+      h("span", { class: "ack-buttons" }, submit, cancel),
+      form.error ? h("span", { class: "ack-error", role: "alert" }, form.error) : null);
+    el.addEventListener("submit", (e) => {
+      e.preventDefault();
+      acknowledge(a.id);
+    });
+    return el;
   }
 
   function renderAlerts() {
+    const open = alertStore.open();
     const list = $('[data-testid="alert-list"]');
-    $('[data-testid="alert-count"]').textContent = String(store.alerts.length);
-    $('[data-testid="alerts-empty"]').hidden = store.alerts.length > 0;
-    list.replaceChildren(...store.alerts.slice(0, 100).map((a) => h("li", {},
-      h("button", { type: "button", class: `alert-item alert-${a.kind}`, "data-testid": "alert-item",
-        "data-session-id": a.sessionId, onclick: () => select(a.sessionId) },
-      h("span", { class: "alert-kind" }, a.kind),
-      a.party ? h("span", { class: "alert-party", "data-testid": "alert-party" }, a.party) : null,
-      h("span", { class: "alert-text" }, a.text),
-      h("span", { class: "alert-where" }, `${a.sessionId}${a.party ? ` · ${a.party}` : ""}${a.time !== null && a.time !== undefined ? ` @ ${secs(a.time)}` : ""} · ${a.at.toLocaleTimeString()}`)))));
+    $('[data-testid="alert-count"]').textContent = String(open.length);
+    $('[data-testid="alerts-empty"]').hidden = open.length > 0;
+    // The newest page of alerts, and any older one whose acknowledgement is being written.
+    const shown = open.filter((a, i) => i < alertStore.shown || alertStore.forms.has(a.id));
+    const more = $('[data-testid="alerts-more"]');
+    more.hidden = open.length <= alertStore.shown;
+    more.textContent = `Show more (${open.length - shown.length} older)`;
+    const want = new Set(shown.map((a) => a.id));
+    for (const [id, el] of alertEls) {
+      if (!want.has(id)) {
+        el.li.remove();
+        alertEls.delete(id);
+      }
+    }
+    let cursor = list.firstChild;
+    for (const a of shown) {
+      let el = alertEls.get(a.id);
+      const form = alertStore.forms.get(a.id);
+      const formKey = form ? `form:${form.busy}:${form.error || ""}` : "button";
+      if (!el) {
+        const li = h("li", {
+          class: `alert-item alert-${a.kind}`, "data-testid": "alert-item", "data-alert-id": a.id,
+          "data-session-id": a.session_id, "data-kind": a.kind, "data-state": "open",
+        }, alertBody(a), ackArea(a));
+        el = { li, formKey };
+        alertEls.set(a.id, el);
+      } else if (el.formKey !== formKey) {
+        el.li.lastChild.replaceWith(ackArea(a));
+        el.formKey = formKey;
+      }
+      if (el.li !== cursor) list.insertBefore(el.li, cursor); // moves only rows out of place
+      else cursor = cursor.nextSibling;
+    }
+  }
+
+  function renderAcked() {
+    const items = alertStore.acked.map((id) => alertStore.byId.get(id)).filter(Boolean);
+    $('[data-testid="acked-count"]').textContent = String(items.length);
+    $('[data-testid="acked-list"]').replaceChildren(...items.map((a) => {
+      const ack = a.ack || {};
+      const who = [ack.by && `by ${ack.by}`, ack.at && `at ${clock(ack.at)}`, ack.assignee && `→ ${ack.assignee}`].filter(Boolean).join(" ");
+      return h("li", {
+        class: `alert-item alert-${a.kind} is-acked`, "data-testid": "acked-item", "data-alert-id": a.id,
+        "data-session-id": a.session_id, "data-kind": a.kind, "data-state": "acknowledged",
+      }, alertBody(a), h("span", { class: "ack-info", "data-testid": "ack-info" },
+        `Acknowledged ${who}${ack.note ? ` — ${ack.note}` : ""}`));
+    }));
+  }
+
+  /** The selected call as the list knows it, or as its history record says. */
+  function selectedCall() {
+    const tl = selection.tl;
+    if (!tl) return null;
+    const known = calls.byId.get(tl.id);
+    if (known) return known;
+    if (!selection.callCache || selection.callCache.id !== tl.id) {
+      selection.callCache = fillCall(newCall(tl.id), selection.meta || {});
+    }
+    return selection.callCache;
   }
 
   function renderDetail() {
-    const s = store.selected ? store.sessions.get(store.selected) : null;
+    const tl = selection.tl;
     const body = $(".detail-body");
-    $('[data-testid="detail-empty"]').hidden = !!s;
-    body.hidden = !s;
-    if (!s) return;
-    $(".detail-id").textContent = s.id;
+    $('[data-testid="detail-empty"]').hidden = !!tl;
+    body.hidden = !tl;
+    if (!tl) return;
+    const c = selectedCall();
+    const live = tl.live;
+    $(".detail-id").textContent = tl.id;
+    const status = live ? "live" : tl.status || (c && !c.live && c.status) || "complete";
     const badge = $('[data-testid="detail-status"]');
-    badge.textContent = s.live ? "LIVE" : s.status;
-    badge.className = `status-badge status-${s.live ? "live" : s.status}`;
-    const meta = [s.source && `source: ${s.source}`, s.startedAt && `started ${clock(s.startedAt)}`,
-      s.context && `context: ${s.context}`, s.metadata && Object.keys(s.metadata).length &&
-        Object.entries(s.metadata).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ")]
-      .filter(Boolean).join(" · ");
+    const replay = !!(c && c.replay);
+    badge.textContent = replay ? (live ? "REPLAY" : `replay · ${status}`) : live ? "LIVE" : status;
+    badge.className = `status-badge status-${replay ? "replay" : live ? "live" : status}`;
+    $('[data-testid="detail-replay"]').hidden = !replay;
+    const meta = [c.source && `source: ${c.source}`, c.startedAt && `started ${clock(c.startedAt)}`,
+      c.profile && `profile: ${c.profile}`, c.context && `context: ${c.context}`].filter(Boolean).join(" · ");
     $(".detail-meta").textContent = meta;
-    const split = s.parties.length > 0;
-    const lanes = [...s.lanes.values()];
-    const total = (key) => (split ? lanes.reduce((n, lane) => n + lane[key].length, 0) : s[key].length);
-    const dom = split ? null : currentDominant(s);
+    const kv = Object.entries(c.metadata || {});
+    $('[data-testid="detail-metadata"]').replaceChildren(...kv.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, metaText(v)))));
+    const notice = $('[data-testid="detail-notice"]');
+    const noticeText = tl.notice || (live && !tl.subscribed ? (tl.subscribing ? "Subscribing to the live timeline…" : "Waiting for the live feed…") : "")
+      || (tl.historyLoading ? "Loading the recorded events…" : "");
+    notice.textContent = noticeText;
+    notice.hidden = !noticeText;
+
+    const split = tl.parties.length > 0;
+    const lanes = [...tl.lanes.values()];
+    const count = (lane, key) => lane[key].length + (key === "windows" ? lane.dropped || 0 : 0);
+    const total = (key) => (split ? lanes.reduce((n, lane) => n + count(lane, key), 0) : count(tl, key));
+    const dom = split ? null : currentDominant(tl);
     const domEl = $('[data-testid="detail-dominant"]');
     domEl.hidden = split; // each party's lane shows its own
     domEl.style.borderColor = dom ? COLORS[dom.label] : "";
     $(".dominant-emoji", domEl).textContent = dom ? EMOJI[dom.label] : "…";
     $(".dominant-label", domEl).textContent = dom ? dom.label : "no speech yet";
     $(".dominant-score", domEl).textContent = dom ? ` ${pct(dom.score)}` : "";
-    const ends = (split ? lanes : [s]).map((lane) => lane.windows.length ? lane.windows[lane.windows.length - 1].end : 0);
+    const ends = (split ? lanes : [tl]).map((lane) => (lane.windows.length ? lane.windows[lane.windows.length - 1].end : 0));
     const end = Math.max(0, ...ends);
-    $(".stat-time").textContent = secs(end || (s.summary && s.summary.duration_seconds));
+    $(".stat-time").textContent = secs(end || (tl.summary && tl.summary.duration_seconds));
     $(".stat-windows").textContent = total("windows");
     $(".stat-segments").textContent = total("segments");
     $(".stat-transitions").textContent = total("transitions");
-    $(".stat-alerts").textContent = s.alerts;
+    $(".stat-alerts").textContent = String(Math.max(tl.alerts, c ? c.alerts : 0));
 
     const canvas = $('[data-testid="timeline"]');
     canvas.parentElement.hidden = split;
     if (!split) {
-      drawTimeline(canvas, s, { series: view.series, hidden: view.hidden, follow: s.live && view.follow });
-      canvas.setAttribute("aria-label", `Emotion scores over stream time for ${s.id}: ${s.windows.length} windows, ${s.segments.length} segments, ${s.transitions.length} transitions`);
+      drawTimeline(canvas, tl, { series: view.series, hidden: view.hidden, follow: live && view.follow });
+      canvas.setAttribute("aria-label", `Emotion scores over stream time for ${tl.id}: ${tl.windows.length} windows, ${tl.segments.length} segments, ${tl.transitions.length} transitions`);
     }
-    renderLanes(s, split ? lanes : []);
+    renderLanes(tl, split ? lanes : [], live);
 
     const play = $('[data-testid="playback"]');
-    play.hidden = s.live;
-    if (!s.live) {
+    play.hidden = live;
+    if (!live) {
       const audio = $('[data-testid="session-audio"]');
       audio.hidden = split;
-      if (!split && s.audioUrl && audio.getAttribute("src") !== s.audioUrl) audio.src = s.audioUrl;
-      if (split || !s.audioUrl) audio.removeAttribute("src");
-      const sum = s.summary || {};
+      if (!split && tl.audioUrl && audio.getAttribute("src") !== tl.audioUrl) audio.src = tl.audioUrl;
+      if ((split || !tl.audioUrl) && audio.hasAttribute("src")) audio.removeAttribute("src");
+      const sum = tl.summary || (c && c.summary) || {};
       const counts = sum.events ? Object.entries(sum.events).map(([k, v]) => `${v} ${k}`).join(", ") : "";
       $('[data-testid="session-summary"]').textContent = [
         sum.status && `status ${sum.status}`, sum.duration_seconds !== undefined && `${secs(sum.duration_seconds)} of audio`,
         counts && `events: ${counts}`, sum.overloaded && "was overloaded",
-        s.audioLoading && "loading the recording…", s.audioError && `recording unavailable: ${s.audioError}`,
+        tl.audioLoading && "loading the recording…", tl.audioError && `recording unavailable: ${tl.audioError}`,
       ].filter(Boolean).join(" · ");
     }
   }
 
   /** A split session's parties: one timeline per party, stacked, each with its emotion and recording. */
-  function renderLanes(s, lanes) {
+  function renderLanes(tl, lanes, live) {
     const box = $('[data-testid="party-lanes"]');
     box.hidden = !lanes.length;
-    if (box.dataset.session !== s.id || box.children.length !== lanes.length) {
-      box.dataset.session = s.id;
+    if (box.dataset.session !== tl.id || box.children.length !== lanes.length) {
+      box.dataset.session = tl.id;
       box.replaceChildren(...lanes.map((lane) => h("div", { class: "party-lane", "data-testid": "party-lane", "data-party": lane.party },
         h("h3", { class: "party-head" }, h("span", { class: "party-name" }, lane.party), h("span", { class: "party-now" })),
         h("div", { class: "chart-wrap" }, h("canvas", { class: "timeline", "data-testid": "party-timeline", "data-party": lane.party, role: "img" })),
@@ -997,14 +1758,51 @@
       now.textContent = dom ? ` ${EMOJI[dom.label]} ${dom.label} ${pct(dom.score)} · ⚑ ${lane.alerts}` : " no speech yet";
       now.style.color = dom ? COLORS[dom.label] : "";
       const canvas = $("canvas", el);
-      drawTimeline(canvas, lane, { series: view.series, hidden: view.hidden, follow: s.live && view.follow, height: 220, end });
-      canvas.setAttribute("aria-label", `Emotion scores of ${lane.party} in ${s.id}: ${lane.windows.length} windows, ${lane.segments.length} segments, ${lane.transitions.length} transitions`);
+      drawTimeline(canvas, lane, { series: view.series, hidden: view.hidden, follow: live && view.follow, height: 220, end });
+      canvas.setAttribute("aria-label", `Emotion scores of ${lane.party} in ${tl.id}: ${lane.windows.length} windows, ${lane.segments.length} segments, ${lane.transitions.length} transitions`);
       const audio = $("audio", el);
-      audio.hidden = s.live || !lane.audioUrl;
+      audio.hidden = live || !lane.audioUrl;
       if (lane.audioUrl && audio.getAttribute("src") !== lane.audioUrl) audio.src = lane.audioUrl;
     });
   }
 
+  /** History results: appended page by page (`fresh`: a new search empties the list first). */
+  function renderHistory(fresh) {
+    const list = $('[data-testid="history-list"]');
+    if (fresh) list.replaceChildren();
+    const have = new Set([...list.children].map((li) => li.dataset.sessionId));
+    for (const meta of hist.items) {
+      if (have.has(meta.session_id)) continue;
+      const c = fillCall(newCall(meta.session_id), meta);
+      const alerts = typeof meta.alerts === "number" || Array.isArray(meta.alerts)
+        ? h("span", { class: `alert-badge${c.open ? " has-alerts" : ""}` }, `⚑ ${typeof meta.open_alerts === "number" ? `${c.open}/` : ""}${c.alerts}`)
+        : null;
+      const where = [c.source, c.profile && `profile: ${c.profile}`, c.context && `context: ${c.context}`,
+        c.parties.length && `parties: ${c.parties.join(", ")}`].filter(Boolean).join(" · ");
+      const btn = h("button", { type: "button", class: "history-item", "data-testid": "history-item", "data-session-id": c.id },
+        h("span", { class: "session-line" }, statusBadge(c), h("span", { class: "session-id" }, c.id), alerts,
+          h("span", { class: "session-time" }, clock(c.startedAt))),
+        h("span", { class: "session-line session-meta" }, where),
+        h("span", { class: "session-line session-meta" }, metaLine(c.metadata)));
+      btn.addEventListener("click", () => {
+        select(c.id, meta);
+        showView("live");
+      });
+      list.append(h("li", { "data-session-id": c.id }, btn));
+    }
+    $('[data-testid="history-count"]').textContent = String(hist.items.length);
+    const more = $('[data-testid="history-more"]');
+    more.hidden = !hist.next;
+    more.disabled = hist.status === "loading";
+    $('[data-testid="history-status"]').textContent = {
+      idle: "Search recorded and live sessions by time, status, source, context, profile, party, alerts or metadata.",
+      loading: "Searching…",
+      done: hist.items.length
+        ? `${hist.items.length} session${hist.items.length === 1 ? "" : "s"}${hist.next ? "; more match: Load more" : ", all that match"}.`
+        : "No session matches.",
+      error: `Search failed: ${hist.error}`,
+    }[hist.status];
+  }
   // ---------------------------------------------------------------- file analysis
   const analysis = { status: "idle", result: null, error: null, hidden: new Set() };
 
@@ -1043,13 +1841,12 @@
     status.className = "analyze-status";
     status.textContent = `Analyzing ${file.name}…`;
     form.querySelector("button[type=submit]").disabled = true;
-    publishState();
     try {
       const result = await (await api("/api/predict", { method: "POST", body: data })).json();
       analysis.result = result;
       analysis.status = "done";
       status.textContent = `Done: ${file.name} (${secs(result.duration)}).`;
-      if (result.random_weights) store.noteRandom(null, true, result.model_id);
+      if (result.random_weights) noteModel(true, result.model_id, result.planted);
       renderAnalysis();
       renderBanners();
     } catch (err) {
@@ -1059,8 +1856,7 @@
       status.textContent = `Analysis failed: ${err.message}`;
     } finally {
       form.querySelector("button[type=submit]").disabled = false;
-      publishState();
-    }
+      }
   }
 
   function renderAnalysis() {
@@ -1120,28 +1916,54 @@
     }
   }
 
+
   // ---------------------------------------------------------------- state for tests & tools
-  function publishState() {
+  /** What the page shows, as plain data: built when read (window.emostreamState), never on a timer. */
+  function pageState() {
+    const tl = selection.tl;
+    const laneState = (lane) => ({
+      windows: lane.windows.length + (lane.dropped || 0), segments: lane.segments.length, transitions: lane.transitions.length,
+      alerts: lane.alerts, dominant: (currentDominant(lane) || {}).label || null, audio: !!lane.audioUrl,
+    });
     const sessions = {};
-    for (const s of store.sessions.values()) {
-      sessions[s.id] = {
-        live: s.live, status: s.status, source: s.source, windows: s.windows.length,
-        segments: s.segments.length, transitions: s.transitions.length, alerts: s.alerts,
-        dominant: (currentDominant(s) || {}).label || null, audio: !!s.audioUrl,
-        parties: Object.fromEntries([...s.lanes.values()].map((lane) => [lane.party, {
-          windows: lane.windows.length, segments: lane.segments.length, transitions: lane.transitions.length,
-          alerts: lane.alerts, dominant: (currentDominant(lane) || {}).label || null, audio: !!lane.audioUrl,
-        }])),
+    for (const c of calls.byId.values()) {
+      sessions[c.id] = {
+        live: c.live, status: c.status, source: c.source, replay: c.replay, alerts: c.alerts, openAlerts: c.open,
+        dominant: (c.state.all && c.state.all.emotion) || null, metadata: c.metadata, profile: c.profile,
+        parties: Object.fromEntries(c.parties.map((p) => [p, { dominant: (c.state[p] && c.state[p].emotion) || null }])),
       };
     }
-    window.emostreamState = {
+    if (tl) {
+      const s = sessions[tl.id] || (sessions[tl.id] = { live: tl.live, status: tl.status, parties: {} });
+      Object.assign(s, {
+        live: tl.live, subscribed: tl.subscribed, windows: tl.windows.length + (tl.dropped || 0), segments: tl.segments.length,
+        transitions: tl.transitions.length, audio: !!tl.audioUrl,
+        dominant: (currentDominant(tl) || {}).label || s.dominant || null,
+      });
+      if (!tl.live && tl.status) s.status = tl.status;
+      for (const lane of tl.lanes.values()) s.parties[lane.party] = { ...(s.parties[lane.party] || {}), ...laneState(lane) };
+    }
+    const open = alertStore.open();
+    return {
       connection,
       authError: auth.error,
       hasToken: !!auth.token,
-      randomWeights: store.randomWeights,
-      selected: store.selected,
+      randomWeights: model.randomWeights,
+      planted: model.planted,
+      selected: tl ? tl.id : null,
       sessions,
-      alerts: store.alerts.length,
+      live: [...calls.byId.values()].filter((c) => c.live).length,
+      listed: calls.sorted.length,
+      order: calls.sorted.slice(0, 50).map((c) => c.id),
+      rows: document.querySelectorAll('[data-testid="session-item"]').length,
+      alerts: alertStore.byId.size,
+      openAlerts: open.map((a) => a.id),
+      ackedAlerts: alertStore.acked.slice(),
+      history: {
+        status: hist.status, error: hist.error, count: hist.items.length, more: !!hist.next,
+        ids: hist.items.map((m) => m.session_id),
+      },
+      feed: { ...monitor.stats, errors: monitor.stats.errors.slice() },
       mic: { status: mic.status, sessionId: mic.sessionId, sampleRate: mic.rate, secondsSent: +mic.seconds.toFixed(2), error: mic.error },
       analyze: {
         status: analysis.status, error: analysis.error,
@@ -1151,32 +1973,57 @@
     };
   }
 
+  /** A few counters, cheap enough to read many times a second (bench/dashboard_perf.py). */
+  function pageStats() {
+    let live = 0;
+    for (const c of calls.byId.values()) if (c.live) live += 1;
+    return {
+      connection, live, listed: calls.sorted.length, rows: rowEls.size, openAlerts: alertStore.open().length,
+      selected: selection.tl ? selection.tl.id : null, feed: { ...monitor.stats, errors: undefined },
+    };
+  }
+
   // ---------------------------------------------------------------- boot
   function showView(name) {
+    view.name = name;
     for (const tab of document.querySelectorAll('[role="tab"]')) {
       const on = tab.dataset.view === name;
       tab.setAttribute("aria-selected", String(on));
       $(`#${tab.getAttribute("aria-controls")}`).hidden = !on;
     }
     if (name === "analyze") renderAnalysis();
-    else scheduleRender();
+    else if (name === "history") {
+      if (!hist.searched) searchHistory(false); // the newest sessions, once; then on request
+      else renderHistory(false);
+    } else invalidate("list", "alerts", "acked", "detail", "filters");
   }
 
-  async function connectAll() {
+  function connectAll() {
     auth.showError(null);
     setConnection("connecting");
     // /healthz names the model only to a caller with a credential: warn about random weights early.
     fetch("/healthz", { headers: auth.headers() }).then((r) => r.json()).then((b) => {
-      if (b.random_weights) { store.noteRandom(null, true, b.model_id); scheduleRender(); }
+      if (b.random_weights) noteModel(true, b.model_id, b.planted);
+      else if (b.model_id && !model.modelId) model.modelId = b.model_id;
     }).catch(() => {});
-    await refreshSessions();
-    if (connection !== "unauthorized") monitor.connect();
-    else publishState();
+    monitor.connect();
+  }
+
+  function readFilters() {
+    filters.text = $("#filter-text").value.trim().toLowerCase();
+    filters.alert = $("#filter-alert").value;
+    filters.party = $("#filter-party").value;
+    filters.context = $("#filter-context").value.trim().toLowerCase();
+    filters.meta = parseMeta($("#filter-meta").value);
+    filters.ended = $("#filter-ended").checked;
+    $('[data-testid="call-scroll"]').scrollTop = 0;
+    calls.changed();
   }
 
   function boot() {
     auth.init();
-    publishState();
+    Object.defineProperty(window, "emostreamState", { configurable: true, enumerable: true, get: pageState });
+    Object.defineProperty(window, "emostreamStats", { configurable: true, enumerable: true, get: pageStats });
     for (const tab of document.querySelectorAll('[role="tab"]')) tab.addEventListener("click", () => showView(tab.dataset.view));
     $('[data-testid="token-form"]').addEventListener("submit", (e) => {
       e.preventDefault();
@@ -1192,24 +2039,46 @@
       if (mic.status === "streaming") mic.stop();
       else if (mic.status === "idle" || mic.status === "error") mic.start();
     });
+
+    const filterForm = $('[data-testid="call-filters"]');
+    filterForm.addEventListener("input", readFilters);
+    filterForm.addEventListener("change", readFilters);
+    filterForm.addEventListener("submit", (e) => e.preventDefault());
+    filterForm.addEventListener("reset", () => setTimeout(readFilters, 0)); // after the fields are reset
+    const scroll = $('[data-testid="call-scroll"]');
+    scroll.addEventListener("scroll", () => invalidate("list"), { passive: true });
+    scroll.addEventListener("keydown", onListKey);
+    if (window.ResizeObserver) new ResizeObserver(() => invalidate("list")).observe(scroll);
+
+    $('[data-testid="alerts-more"]').addEventListener("click", () => {
+      alertStore.shown += ALERT_PAGE;
+      invalidate("alerts");
+    });
+    $('[data-testid="history-form"]').addEventListener("submit", (e) => {
+      e.preventDefault();
+      searchHistory(false);
+    });
+    $('[data-testid="history-more"]').addEventListener("click", () => searchHistory(true));
+
     for (const radio of document.querySelectorAll('input[name="series"]')) {
-      radio.addEventListener("change", () => { view.series = radio.value; scheduleRender(); });
+      radio.addEventListener("change", () => { view.series = radio.value; invalidate("detail"); });
     }
-    $(".follow").addEventListener("change", (e) => { view.follow = e.target.checked; scheduleRender(); });
+    $(".follow").addEventListener("change", (e) => { view.follow = e.target.checked; invalidate("detail"); });
     const legend = $('[data-testid="legend"]');
     legend.dataset.legendId = "live";
     renderLegend(legend, view.hidden, (label, on) => {
       if (on) view.hidden.delete(label); else view.hidden.add(label);
-      scheduleRender();
+      invalidate("detail");
     });
     $('[data-testid="analyze-form"]').addEventListener("submit", (e) => {
       e.preventDefault();
       analyze(e.target);
     });
-    window.addEventListener("resize", () => { scheduleRender(); if (analysis.result) renderAnalysis(); });
+    window.addEventListener("resize", () => { invalidate("detail", "list"); if (analysis.result) renderAnalysis(); });
     setInterval(() => { if (mic.status === "streaming") renderMic(); }, 250);
+    renderHistory(false);
     connectAll();
-    scheduleRender();
+    invalidate("banners", "list", "alerts", "acked", "detail", "filters");
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);

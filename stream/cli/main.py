@@ -27,10 +27,14 @@ from stream.offline.evaluation import EMBEDDING_METHODS, evaluate, plot_embeddin
 from stream.offline.labelled import embed, find_items, needs_model, saved_model_id
 from stream.offline.split import analyze_channels, write_split_outputs
 from stream.server.app import serve
+from stream.server.catalog import catalog_url, rebuild_folder, redacted
 from stream.server.recording import repair
+from stream.server.settings import ServerSettings
 
 from .listen import add_listen_options
 from .listen import run as run_listen
+from .replay import add_replay_options
+from .replay import run as run_replay
 from .options import (
     add_analysis_options,
     add_cluster_options,
@@ -261,6 +265,19 @@ def cmd_repair(args) -> int:
     return 0
 
 
+def cmd_catalog_rebuild(args) -> int:
+    """Re-index a recordings folder into the session catalog; running it twice changes nothing."""
+    url = catalog_url(args.recordings, args.catalog)
+    report = rebuild_folder(args.recordings, url)
+    print(f"{redacted(url)}: {report}")
+    return 0
+
+
+def _default_recordings() -> Path:
+    """The server's recordings folder: EMOSTREAM_RECORDINGS, else ServerSettings' default."""
+    return Path(os.environ.get("EMOSTREAM_RECORDINGS") or ServerSettings.recordings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `emostream` command."""
     parser = argparse.ArgumentParser(prog="emostream", description="Real-time speech-emotion analysis with emotion2vec+.")
@@ -298,9 +315,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_analysis_options(p)
     p.set_defaults(func=run_listen)
 
+    p = sub.add_parser("replay", help="play recorded sessions back through a server as replays (drills, load tests)")
+    add_replay_options(p)
+    p.set_defaults(func=run_replay)
+
     p = sub.add_parser("repair", help="repair recordings after a crash (WAV header, torn JSONL line)")
     p.add_argument("sessions", nargs="+", type=Path, help="recordings/<session_id> folders")
     p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("catalog", help="the session catalog: recordings, alerts and access log in SQLite or PostgreSQL")
+    cat = p.add_subparsers(dest="action", required=True)
+    p = cat.add_parser("rebuild", help="re-index a recordings folder (sessions, alerts, access log); twice changes nothing")
+    p.add_argument("--recordings", type=Path, default=_default_recordings(),
+                   help="the recordings folder (default %(default)s: EMOSTREAM_RECORDINGS, else the server's)")
+    p.add_argument("--catalog", default=None,
+                   help="database URL: postgresql://user:password@host/db, or a SQLite file "
+                        "(default: EMOSTREAM_CATALOG, else <recordings>/.catalog.sqlite3)")
+    p.set_defaults(func=cmd_catalog_rebuild)
 
     p = sub.add_parser("calibrate", help="fear/disgust centres (and a domain's bias) from labelled data")
     p.add_argument("source", type=Path, help="JSONL manifest, a folder per label, or a folder of unlabelled files"

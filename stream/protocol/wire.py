@@ -52,7 +52,29 @@ class Notice:
     body: dict  # {"event": "mark" | "dtmf", ...}: sent as a `telephony` message tagged with the session
 
 
-Action = Union[OpenSession, FeedAudio, EndSession, Notice]
+@dataclass(frozen=True)
+class OpenReplay:
+    """Start a session that plays back a recording's events (`/ws/replay`): no audio, no model."""
+
+    start: StartMessage  # the recording's rate, encoding, channels, context, metadata (its id: `replay_of`)
+    parties: tuple[str, ...]  # the recording's parties; () for one mixed signal
+    replay_of: str  # the recorded session's id: the replay gets a fresh one
+    infos: tuple  # ((party | None, Info), ...): the recording's info events, one per party
+    source: str | None = None  # the recording's own source ("native", "twilio", ...)
+    started_at: str | None = None  # when the recorded session started
+    echo: bool = True  # send the replayed events back to the client too
+
+
+@dataclass(frozen=True)
+class ReplayEvents:
+    """Recorded events to publish as the replay session's, in order: ((party | None, event body), ...).
+
+    Each body is a checked `events.jsonl` line: `to_dict` of an Event, tagged with its party when split."""
+
+    events: tuple
+
+
+Action = Union[OpenSession, FeedAudio, EndSession, Notice, OpenReplay, ReplayEvents]
 
 
 @dataclass(frozen=True)
@@ -84,4 +106,5 @@ class WireProtocol(Protocol):
         """What an error means on this protocol; `started`: a session is running."""
 
 
-__all__ = ["Action", "EndSession", "FeedAudio", "Notice", "OpenSession", "Verdict", "WireProtocol"]
+__all__ = ["Action", "EndSession", "FeedAudio", "Notice", "OpenReplay", "OpenSession", "ReplayEvents", "Verdict",
+           "WireProtocol"]

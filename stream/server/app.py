@@ -24,21 +24,24 @@ from starlette.staticfiles import StaticFiles
 
 from models.scoring import Scorer
 from stream.decision.fear_disgust import DecisionData
-from stream.protocol.native import ProtocolError, event_message
+from stream.protocol.native import WHOLE_SESSION, ProtocolError, event_message
 
 from . import http_api, live_ws, predict
+from .alerts import Alert
 from .audit import AccessLog
 from .auth import AccessGate
 from .metrics import ServerMetrics
 from .mqtt import MqttPublisher
-from .outbox import MonitorHub
+from .monitor_feed import MonitorFeed
 from .peers import NoPeers, Peers
 from .recording import SessionRecorder, list_sessions, repair
+from .replay_session import Replay
 from .retention import sweep_forever
 from .scheduler import BatchScheduler
 from .scheduling import Scheduler
 from .session import LiveSession, RecordingFailed, SessionHooks, SessionSpec
-from .sinks import Fanout, SessionOutput
+from .sinks import Fanout, SessionOutput, without_feed_messages
+from .device_policy import session_analyzer
 from .settings import ServerSettings, for_device
 from .web_guard import WebGuard
 
@@ -60,7 +63,10 @@ class EmostreamServer:
         self.data = DecisionData.load(scorer, settings.profiles, settings.centroids)
         self.metrics = ServerMetrics()
         self.sessions: dict[str, LiveSession] = {}
-        self.monitor = MonitorHub()
+        self.monitor = MonitorFeed(lambda: self.live_sessions())  # /ws/monitor (docs/monitor.md)
+        # Told of each alert this server raises, before the monitors (the catalog): hook(alert, body),
+        # `body` the JSON the monitors get (Alert.to_dict() plus "at", "state", "ack").
+        self.on_alert: list[Callable[[Alert, dict], None]] = []
         self.peers: Peers = peers or NoPeers()
         # Where session-tagged messages go: this server's monitors, its peers' (MQTT joins at start).
         self.sinks = Fanout(self.monitor.broadcast, self.peers.send)
@@ -90,8 +96,9 @@ class EmostreamServer:
                 username=self.settings.mqtt_username, password=self.settings.mqtt_password,
             )
             await self.mqtt.start()
-            self.sinks.add(self.mqtt.publish)
+            self.sinks.add(without_feed_messages(self.mqtt.publish))  # MQTT as before the feed
         await self.peers.serve(self)
+        self.monitor.start()  # its digests
 
     async def prepare_model(self) -> None:
         """Capture the model's CUDA graphs for this server's batches and chunks before streams arrive."""
@@ -122,6 +129,7 @@ class EmostreamServer:
             await self.scheduler.stop()
         if self.mqtt is not None:
             await self.mqtt.stop()
+        await self.monitor.stop()
 
     # -- sessions --
     def refusal(self) -> str | None:
@@ -134,9 +142,11 @@ class EmostreamServer:
             return "server overloaded: the model queue is full, try again later"
         return None
 
-    def open_session(self, spec: SessionSpec, outbox, sample_format: str) -> LiveSession:
-        """Create, record and register a live session."""
-        config = replace(self.template, sample_rate=spec.sample_rate)
+    def open_session(self, spec: SessionSpec, outbox, sample_format: str, replay: Replay | None = None) -> LiveSession:
+        """Create, record and register a live session (`replay`: one playing back a recording, stream.server.replay_session)."""
+        # The chunk mode: short chunks for a session opening alone (stream.server.device_policy).
+        config = replace(session_analyzer(self.policy, self.template, len(self.sessions), self.settings.chunk_seconds is not None),
+                         sample_rate=spec.sample_rate)
         profile = self.data.profile_for(spec.context)
         info = {
             "source": spec.source,
@@ -154,22 +164,27 @@ class EmostreamServer:
         }
         if spec.parties:
             info["parties"] = list(spec.parties)
+        if replay is not None:  # the recording's model and parameters, `replay: true`, events only
+            info.update(replay.info(info))
         recorder = None if self.settings.record == "none" else self._recorder(spec, sample_format, info)
         metrics = self.metrics
-        output = SessionOutput(spec.session_id, outbox and outbox.put, self.sinks, metrics)
+        client, sinks = (outbox and outbox.put, self.sinks) if replay is None else replay.outputs(outbox, self.sinks)
+        output = SessionOutput(spec.session_id, client, sinks, metrics, self.alerted)
         hooks = SessionHooks(
             publish=output.events, overload=output.overload, latency=metrics.window_latency.observe,
             failed=lambda s, exc: log.warning("session %s failed: %s", spec.session_id, exc),
         )
-        session = LiveSession(
+        session = replay.session(spec, recorder, hooks, output) if replay is not None else LiveSession(
             spec, config, self.scorer, self.scheduler, recorder, hooks, self.settings.max_backlog_seconds,
             profile=profile, centroids=self.data.centroids,
         )
         self.sessions[spec.session_id] = session
         metrics.sessions_total.labels(spec.source).inc()
         metrics.sessions_active.set(len(self.sessions))
-        self.sinks.send(
-            {"type": "session_started", "session_id": spec.session_id, **info, "info": event_message(spec.session_id, session.info_event, session.parties[0].name)}
+        infos = {p or WHOLE_SESSION: event_message(spec.session_id, e, p) for p, e in session.info_events.items()}
+        self.sinks.send(  # `info`: the first party's, as MQTT always had it; the feed takes `infos` and `started_at`
+            {"type": "session_started", "session_id": spec.session_id, **info, "info": next(iter(infos.values())),
+             "started_at": session.started_at, "infos": infos}
         )
         return session
 
@@ -177,7 +192,7 @@ class EmostreamServer:
         """A new session's recorder; a disk that cannot take it is the client's `recording_failed`."""
         try:
             return SessionRecorder(self.settings.recordings, spec.session_id, spec.sample_rate, sample_format, info,
-                                   keep_audio=self.settings.record == "audio+events")
+                                   keep_audio=self.settings.record == "audio+events" and not info.get("replay"))
         except OSError as exc:
             # The folder was made by this call (its mkdir is atomic): leave no half-made session behind.
             shutil.rmtree(self.settings.recordings / spec.session_id, ignore_errors=True)
@@ -205,11 +220,27 @@ class EmostreamServer:
             **await self.peers.health(self),
         }
 
+    # -- alerts --
+    def alerted(self, alert: Alert) -> None:
+        """A session's events raised an alert: tell the `on_alert` hooks, then every monitor (docs/monitor.md)."""
+        body = {**alert.to_dict(), "at": datetime.now(timezone.utc).isoformat(), "state": "open", "ack": None}
+        for hook in self.on_alert:
+            try:
+                hook(alert, body)
+            except Exception:  # a failing hook must not stop the analysis nor the monitors
+                log.exception("alert hook failed for %s", body["id"])
+        self.sinks.send({"type": "alert", "alert": body})
+
+    def acknowledged(self, alert: dict) -> None:
+        """Someone acknowledged an alert (`alert`: the Alert with its `ack`): tell every monitor."""
+        self.sinks.send({"type": "alert_acknowledged", "alert": {**alert, "state": "acknowledged"}})
+
     def end_session(self, session: LiveSession, summary: dict) -> None:
         """Unregister a session and tell the monitors."""
         self.sessions.pop(session.spec.session_id, None)
         self.metrics.sessions_active.set(len(self.sessions))
-        self.sinks.send({"type": "session_ended", "session_id": session.spec.session_id, "summary": summary})
+        ended = {"type": "session_ended", "session_id": session.spec.session_id, "summary": summary}
+        self.sinks.send({**ended, "replay": True} if getattr(session, "replay", False) else ended)  # replays: marked
 
     def new_session_id(self, wanted: str | None) -> str:
         """The client's id if free, else a fresh one."""
@@ -265,13 +296,15 @@ def create_app(settings: ServerSettings, scorer: Scorer, server: EmostreamServer
         Route("/api/predict", predict.predict, methods=["POST"]),
         WebSocketRoute("/ws/stream", live_ws.native_stream),
         WebSocketRoute("/ws/twilio", live_ws.twilio_stream),
+        WebSocketRoute("/ws/replay", live_ws.replay_stream),
         WebSocketRoute("/ws/monitor", live_ws.monitor),
     ]
     if WEB_ROOT.is_dir():
         routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True), name="web"))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.server = server
-    return WebGuard(AccessGate(app, settings), settings)
+    # A method a route lacks is 405 with Allow whatever the credential (http_api.MethodGuard); Host and Origin first.
+    return WebGuard(http_api.MethodGuard(AccessGate(app, settings), app.router.routes), settings)
 
 
 def serve(settings: ServerSettings, scorer: Scorer) -> None:

@@ -1,6 +1,7 @@
 """Access control of the live server: credentials, the rights they carry, and the gate that checks them.
 
-Three rights (docs/server.md, "Access"): `stream` sends audio (/ws/stream, /ws/twilio, /api/predict),
+Three rights (docs/server.md, "Access"): `stream` sends audio (/ws/stream, /ws/twilio, /api/predict)
+or replays recorded calls (/ws/replay),
 `watch` reads what was analyzed (/ws/monitor, /api/sessions..., /metrics), `admin` deletes
 sessions. Each has its own credential (--stream-token, --watch-token, --admin-token; admin may
 watch too); --token carries all three. With no credential configured every route is open (the
@@ -19,7 +20,7 @@ from twilio.request_validator import RequestValidator
 from .settings import ServerSettings
 
 RIGHTS = ("stream", "watch", "admin")
-STREAM_PATHS = ("/ws/stream", "/ws/twilio", "/api/predict")
+STREAM_PATHS = ("/ws/stream", "/ws/twilio", "/ws/replay", "/api/predict")
 PROTECTED = ("/api", "/ws", "/metrics")  # under these lies data; the rest (/openapi.json too) is static
 
 

@@ -12,11 +12,13 @@ from starlette.websockets import WebSocket
 from models.errors import EmostreamError
 from stream.protocol.closing import CloseCode
 from stream.protocol.native import ClientStream, ProtocolError, event_message, ready, summary
+from stream.protocol.replay import ReplayStream
 from stream.protocol.twilio import TwilioStream
-from stream.protocol.wire import EndSession, FeedAudio, Notice, OpenSession, Verdict, WireProtocol
+from stream.protocol.wire import EndSession, FeedAudio, Notice, OpenReplay, OpenSession, ReplayEvents, Verdict, WireProtocol
 
 from .auth import access_for, credentials
 from .outbox import Outbox
+from .replay_session import start_replay
 from .session import SessionSpec
 
 log = logging.getLogger("emostream.server")
@@ -66,6 +68,16 @@ class _Connection:
                 self.send(summary(self.session.spec.session_id, result))
         elif isinstance(action, Notice):
             self.server.sinks.send({"type": "telephony", "session_id": self.session.spec.session_id, **action.body})
+        elif isinstance(action, ReplayEvents):  # /ws/replay: recorded events, published as the session's
+            self.session.play(action.events)
+        elif isinstance(action, OpenReplay):
+            try:
+                self.session = start_replay(self.server, action, self.outbox)
+            except EmostreamError:
+                self.wire.refused()
+                raise
+            for message in self.session.opening():  # ready, then the recording's info events
+                self.send(message)
 
     def open(self, action: OpenSession) -> None:
         """Open the session a start asks for, unless its in-band token is wrong or the server is full."""
@@ -197,16 +209,21 @@ async def twilio_stream(ws: WebSocket) -> None:
     await serve_wire(ws, TwilioStream(), replies=False)
 
 
+async def replay_stream(ws: WebSocket) -> None:
+    """`/ws/replay`: a recording's events played back as a session marked `replay` (stream.protocol.replay)."""
+    settings = ws.app.state.server.settings
+    await serve_wire(ws, ReplayStream(settings.max_message_bytes, settings.max_session_seconds))
+
+
 async def monitor(ws: WebSocket) -> None:
-    """`/ws/monitor`: every session's events, plus session starts and ends, for dashboards."""
+    """`/ws/monitor` (docs/monitor.md): a snapshot, then deltas, a digest a second, and the subscribed sessions' events."""
     await ws.accept()
     server = ws.app.state.server
     box = Outbox(ws, max_bytes=server.settings.max_queue_bytes)
-    box.put({"type": "sessions", "sessions": server.live_sessions()}, counted=False)
-    server.monitor.outboxes.add(box)
     try:
-        while (await ws.receive())["type"] != "websocket.disconnect":
-            pass  # monitors only listen
+        server.monitor.connect(box)
+        while (message := await ws.receive())["type"] != "websocket.disconnect":
+            server.monitor.receive(box, message.get("text"), message.get("bytes"))
     finally:
-        server.monitor.outboxes.discard(box)
+        server.monitor.disconnect(box)
         await box.drain()

@@ -9,13 +9,14 @@ import json
 from stream.protocol.closing import CloseCode
 
 
-def encode(message: dict) -> str:
-    """A message as JSON text; a client's lone surrogate in it is escaped rather than unsendable."""
-    text = json.dumps(message, ensure_ascii=False)
+def encode(message: dict, compact: bool = False) -> str:
+    """A message as JSON text (`compact`: without spaces); a client's lone surrogate in it is escaped rather than unsendable."""
+    separators = (",", ":") if compact else None
+    text = json.dumps(message, ensure_ascii=False, separators=separators)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # JSON's \uXXXX escapes carry it; UTF-8 cannot
-        return json.dumps(message)
+        return json.dumps(message, separators=separators)
     return text
 
 
@@ -41,9 +42,13 @@ class Outbox:
         `counted=False` queues a message outside the byte budget: a monitor's first snapshot, whose
         size follows the sessions' metadata, not the reader's speed.
         """
+        if not self.broken:
+            self.put_text(encode(message), counted)
+
+    def put_text(self, text: str, counted: bool = True) -> None:
+        """Queue a message already encoded as JSON text (one encoding serves many sockets), as `put`."""
         if self.broken:
             return
-        text = encode(message)
         size = len(text.encode("utf-8")) if counted else 0
         if self.queued_bytes + size > self.max_bytes:
             self._too_slow()
@@ -91,16 +96,3 @@ class Outbox:
             with contextlib.suppress(BaseException):
                 await self._closer
 
-
-class MonitorHub:
-    """Fan-out of every session's events (and starts/ends) to dashboard sockets."""
-
-    def __init__(self):
-        self.outboxes: set[Outbox] = set()
-
-    def broadcast(self, message: dict) -> None:
-        """Send to every monitor; drop monitors that stopped reading."""
-        for box in list(self.outboxes):
-            box.put(message)
-            if box.broken:
-                self.outboxes.discard(box)

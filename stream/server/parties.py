@@ -27,6 +27,7 @@ class PartyStream:
         self.core = core
         self.counts: Counter[str] = Counter()
         self.current: str | None = None  # the smoother's dominant emotion after the latest window
+        self.latest: Window | None = None  # the latest window (its smoothed dominant emotion, score and end)
         self._arrivals: deque[tuple[int, float]] = deque()  # (16 kHz samples received, when)
 
     def push(self, samples: np.ndarray, now: float) -> None:
@@ -53,6 +54,7 @@ class PartyStream:
             self.counts[event.type] += 1
             if isinstance(event, Window):
                 self.current = event.dominant
+                self.latest = event
         return events
 
     def describe(self) -> dict:
@@ -62,6 +64,11 @@ class PartyStream:
             "events": dict(self.counts),
             "current_emotion": self.current,
         }
+
+    def state(self) -> dict | None:
+        """Where this party stands for a monitor: its latest window's dominant emotion, score and end; None before one."""
+        w = self.latest
+        return None if w is None else {"emotion": w.dominant, "score": w.dominant_score, "time": w.end}
 
 
 def split_frames(frames: np.ndarray, parties: tuple[str, ...]) -> dict[str, np.ndarray]:

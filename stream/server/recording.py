@@ -329,6 +329,14 @@ class SessionRecorder:
             self._fail(exc)
             raise
 
+    def count_samples(self, samples: int, party: str | None = None) -> None:
+        """Count samples analyzed elsewhere into an events-only recording (a replay's stream time): no audio."""
+        self._check_open()
+        track = self._tracks.get(party)
+        if track is None or track.file is not None:
+            raise ValueError(f"recording {self.session_id!r} keeps no audio-less track {party!r}")
+        track.samples += max(0, int(samples))
+
     def write_event(self, event: Mapping[str, object]) -> None:
         """Append one event to events.jsonl as a compact JSON line, flushed to the OS at once."""
         self._check_open()

@@ -23,9 +23,10 @@ from stream.decision.profiles import Profile
 from stream.engine.analyzer import StreamCore
 from stream.engine.config import AnalyzerConfig
 from stream.engine.events import Event, Window, to_dict
-from stream.engine.parties import tagged
+from stream.engine.parties import WHOLE_SESSION, tagged
 from stream.engine.jobs import EvidenceJob, ModelJob
 
+from .monitor_feed import is_replay
 from .parties import PartyStream, split_frames
 from .scheduler import Overloaded
 from .scheduling import Scheduler
@@ -166,16 +167,31 @@ class LiveSession:
         self._closed = True
         return summary
 
+    @property
+    def started_at(self) -> str:
+        """When the session started, ISO 8601 UTC."""
+        return datetime.fromtimestamp(self.started, timezone.utc).isoformat()
+
     def describe(self) -> dict:
-        """A live session as dashboards list it: who it is and how far it got."""
-        started = datetime.fromtimestamp(self.started, timezone.utc).isoformat()
+        """A live session as dashboards list it: who it is, how far it got, where each party stands.
+
+        It carries what a monitor's SessionState needs (docs/monitor.md), so a peer's monitors
+        can list it too: `profile`, the model's flags, `replay`, and `state` per party ("all"
+        when unsplit): the latest window's emotion, score and end, or None before one.
+        """
+        info = self.info_event
         return {
             **self.summary("live"),
             "source": self.spec.source,
-            "started_at": started,
+            "started_at": self.started_at,
             "sample_rate": self.spec.sample_rate,
             "context": self.spec.context,
             "metadata": self.spec.metadata,
+            "profile": (info.profile or {}).get("name"),
+            "random_weights": info.random_weights,
+            "planted": info.planted,
+            "replay": is_replay({"metadata": self.spec.metadata, "source": self.spec.source}),
+            "state": {p.name or WHOLE_SESSION: p.state() for p in self.parties},
         }
 
     def summary(self, reason: str = "complete") -> dict:

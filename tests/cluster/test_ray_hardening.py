@@ -98,7 +98,7 @@ def test_tls_on_serves_proxy_and_on_the_ingress_port(app):
             return json.loads(await asyncio.wait_for(ws.recv(), 30))
 
     for port in (app.port, app.direct):
-        assert asyncio.run(monitor(port))["type"] == "sessions"
+        assert asyncio.run(monitor(port))["type"] == "snapshot"
 
 
 def test_healthz_is_one_route_inside_the_guard(app):

@@ -86,9 +86,31 @@ def state(page) -> dict:
     return page.evaluate("window.emostreamState")
 
 
-def test_microphone_session_live_then_playback(page, server):
+def open_dashboard(page, server, timeout: float = 15_000) -> None:
+    """Load the page with the token and wait for the feed's first snapshot."""
     page.goto(f"{server.http}/#token={TOKEN}")
-    page.wait_for_function("window.emostreamState && window.emostreamState.connection === 'open'", timeout=15_000)
+    page.wait_for_function(
+        "window.emostreamState && window.emostreamState.connection === 'open' && window.emostreamState.feed.snapshots > 0",
+        timeout=timeout,
+    )
+
+
+def settle(page) -> None:
+    """Let the page draw: it renders state changes at the next animation frame."""
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
+def session_list_requests(urls: list[str]) -> list[str]:
+    """Requests for the whole session list (GET /api/sessions, any query): the page must not poll it."""
+    from urllib.parse import urlsplit
+
+    return [u for u in urls if urlsplit(u).path == "/api/sessions"]
+
+
+def test_microphone_session_live_then_playback(page, server):
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    open_dashboard(page, server)
     assert "token=" not in page.url  # the token leaves the address bar
 
     page.get_by_test_id("mic-button").click()
@@ -102,8 +124,10 @@ def test_microphone_session_live_then_playback(page, server):
         arg=sid,
         timeout=60_000,
     )
+    settle(page)
     live = state(page)
     assert live["selected"] == sid
+    assert live["sessions"][sid]["subscribed"] is True  # the selected live call's timeline comes through the feed
     assert live["randomWeights"] is True  # the tiny test model has random weights
 
     item = page.locator(f'[data-testid="session-item"][data-session-id="{sid}"]')
@@ -141,6 +165,7 @@ def test_microphone_session_live_then_playback(page, server):
         timeout=20_000,
     )
     assert state(page)["mic"]["status"] == "idle"
+    settle(page)
     audio = page.get_by_test_id("session-audio")
     assert audio.is_visible()
     assert (audio.get_attribute("src") or "").startswith("blob:")
@@ -151,6 +176,8 @@ def test_microphone_session_live_then_playback(page, server):
     ).json_value()
     assert duration > 1.0
     assert "complete" in page.get_by_test_id("session-summary").inner_text()
+    # The call's start and end came through the feed: the page never fetched the session list.
+    assert not session_list_requests(requests), session_list_requests(requests)
     assert not page.errors, page.errors
 
     # The recording on the server is the microphone's audio.
@@ -165,7 +192,7 @@ def test_file_analysis_frame_view(page, server, speech_wav):
     page.get_by_test_id("tab-analyze").click()
     page.get_by_test_id("analyze-file").set_input_files(str(speech_wav))
     page.get_by_test_id("analyze-granularity").select_option("frame")
-    page.get_by_label("Context").fill("dashboard test")
+    page.locator("#view-analyze").get_by_label("Context").fill("dashboard test")
     page.get_by_test_id("analyze-embedding").check()
     page.get_by_test_id("analyze-submit").click()
     page.wait_for_function("window.emostreamState.analyze.status === 'done'", timeout=30_000)
@@ -230,5 +257,16 @@ def test_dashboard_runs_under_its_content_security_policy(browser, server):
                 break
             time.sleep(0.2)
         assert state == "open" and not violations and not errors, (state, violations, errors)
+        # Every view draws under the CSP too: the history search, the filters, the analysis form.
+        page.get_by_test_id("tab-history").click()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and page.evaluate("window.emostreamState.history.status") in ("idle", "loading"):
+            time.sleep(0.2)
+        page.get_by_test_id("tab-live").click()
+        page.get_by_test_id("filter-text").fill("nothing-matches-this")
+        page.get_by_test_id("filter-clear").click()
+        page.get_by_test_id("tab-analyze").click()
+        time.sleep(0.5)
+        assert not violations and not errors, (violations, errors)
     finally:
         context.close()

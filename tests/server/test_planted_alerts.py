@@ -17,9 +17,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from server_harness import start_server
+from stream.server.alerts import alerts_in
 from stream.server.mqtt import qos_for
 from test_mqtt import Broker, Subscriber, unique
-from test_server import twilio_messages
+from test_server import subscribe_on_start, twilio_messages
 
 ALERTS = ("transition", "review", "dual_emotion")
 
@@ -102,7 +103,11 @@ def test_twilio_call_raises_flagged_alerts(planted_model_dir, alert_speech, tmp_
 
                 reader = asyncio.create_task(read())
                 async with connect(f"{server.ws}/ws/twilio") as tw:
-                    for m in twilio_messages(samples8k, stream_sid="MZplanted", call_sid="CAplanted"):
+                    messages = twilio_messages(samples8k, stream_sid="MZplanted", call_sid="CAplanted")
+                    for m in messages[:2]:  # connected, start
+                        await tw.send(m)
+                    reply = await subscribe_on_start(mon, seen, "twilio-MZplanted")  # the call's events too
+                    for m in messages[2:]:
                         await tw.send(m)
                     await tw.wait_closed()
                 for _ in range(300):
@@ -110,14 +115,15 @@ def test_twilio_call_raises_flagged_alerts(planted_model_dir, alert_speech, tmp_
                         break
                     await asyncio.sleep(0.1)
                 reader.cancel()
-            return seen
+            return seen, reply
 
-        seen = asyncio.run(call())
+        seen, reply = asyncio.run(call())
         started = [m for m in seen if m["type"] == "session_started"]
-        assert len(started) == 1 and started[0]["source"] == "twilio"
-        sid = started[0]["session_id"]
-        assert started[0]["info"]["planted"] == "fear-disgust"
-        mine = [m for m in seen if m.get("session_id") == sid]
+        assert len(started) == 1 and started[0]["session"]["source"] == "twilio"
+        sid = started[0]["session"]["session_id"]
+        assert started[0]["session"]["planted"] == "fear-disgust"
+        assert all(info["planted"] == "fear-disgust" for info in started[0]["info"].values())
+        mine = reply["events"] + [m for m in seen[seen.index(reply) + 1 :] if m.get("session_id") == sid]
         flagged = {(m["from"], m["to"]) for m in mine if m["type"] == "transition" and m["flagged"]}
         # On 8 kHz μ-law audio the planted read-out still swings both ways: alerts in both directions.
         assert flagged == {("fearful", "disgusted"), ("disgusted", "fearful")}
@@ -125,5 +131,9 @@ def test_twilio_call_raises_flagged_alerts(planted_model_dir, alert_speech, tmp_
         recorded = [json.loads(l) for l in (server.recordings / sid / "events.jsonl").read_text().splitlines()]
         key = lambda m: (m["type"], m.get("time", m.get("start")))  # noqa: E731
         assert [key(m) for m in recorded if is_alert(m)] == [key(m) for m in mine if is_alert(m)]
+        # Every monitor got them as `alert` messages, numbered as a rebuild from the recording numbers them.
+        alerts = [m["alert"] for m in seen if m["type"] == "alert"]
+        assert [a["id"] for a in alerts] == [a.id for a in alerts_in(sid, recorded)]
+        assert {a["kind"] for a in alerts} >= {"flagged"}
     finally:
         server.stop()

@@ -188,7 +188,7 @@ def test_foreign_origins_and_hosts_are_refused(server):
 
     with pytest.raises(Exception):
         asyncio.run(monitor("http://evil.example"))
-    assert asyncio.run(monitor(f"http://127.0.0.1:{server.port}")) == "sessions"  # the dashboard's own page
+    assert asyncio.run(monitor(f"http://127.0.0.1:{server.port}")) == "snapshot"  # the dashboard's own page
     rebound = httpx.get(f"{server.http}/api/sessions", headers={**auth(), "Host": "rebind.attacker.example"})
     assert rebound.status_code == 421
     assert httpx.get(f"{server.http}/api/sessions", headers={**auth(), "Host": f"localhost:{server.port}"}).status_code == 200

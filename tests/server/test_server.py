@@ -150,6 +150,21 @@ def twilio_messages(samples8k: np.ndarray, stream_sid="MZ123abc", call_sid="CA98
     return [json.dumps(m) for m in msgs]
 
 
+async def subscribe_on_start(mon, seen: list, sid: str, timeout: float = 30) -> dict:
+    """Wait on a monitor for `sid`'s session_started, subscribe to it, and return the `subscribed` reply."""
+    for _ in range(int(timeout / 0.05)):
+        if any(m["type"] == "session_started" and m["session"]["session_id"] == sid for m in seen):
+            break
+        await asyncio.sleep(0.05)
+    await mon.send(json.dumps({"type": "subscribe", "session_id": sid}))
+    for _ in range(int(timeout / 0.05)):
+        replies = [m for m in seen if m["type"] in ("subscribed", "error") and m.get("session_id") == sid]
+        if replies:
+            return replies[0]
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"no subscribed reply for {sid}")
+
+
 def test_twilio_stream_and_monitor_feed(server, speech_silence_speech):
     import soxr
 
@@ -161,7 +176,11 @@ def test_twilio_stream_and_monitor_feed(server, speech_silence_speech):
             reader = asyncio.create_task(_reader(mon, seen))
             # Twilio sends no headers: the token travels as a <Parameter> of the start message.
             async with connect(f"{server.ws}/ws/twilio") as tw:
-                for m in twilio_messages(samples8k):
+                messages = twilio_messages(samples8k)
+                for m in messages[:2]:  # connected, start: the session starts
+                    await tw.send(m)
+                reply = await subscribe_on_start(mon, seen, "twilio-MZ123abc")  # its events, from its info on
+                for m in messages[2:]:
                     await tw.send(m)
                 await tw.wait_closed()
             for _ in range(200):
@@ -169,16 +188,18 @@ def test_twilio_stream_and_monitor_feed(server, speech_silence_speech):
                     break
                 await asyncio.sleep(0.1)
             reader.cancel()
-        return seen
+        return seen, reply
 
-    seen = asyncio.run(run())
-    assert seen[0]["type"] == "sessions"
+    seen, reply = asyncio.run(run())
+    assert seen[0]["type"] == "snapshot"
     started = [m for m in seen if m["type"] == "session_started"]
-    assert len(started) == 1 and started[0]["source"] == "twilio"
-    sid = started[0]["session_id"]
-    assert started[0]["metadata"]["twilio"]["call_sid"] == "CA987" and started[0]["context"] == "crisis hotline"
+    assert len(started) == 1 and started[0]["session"]["source"] == "twilio"
+    session = started[0]["session"]
+    sid = session["session_id"]
+    assert session["metadata"]["twilio"]["call_sid"] == "CA987" and session["context"] == "crisis hotline"
     assert "s3cret" not in json.dumps(started[0])  # the token never reaches metadata
-    mine = [m for m in seen if m.get("session_id") == sid]
+    assert reply["type"] == "subscribed" and reply["events"][0]["type"] == "info"
+    mine = reply["events"] + [m for m in seen[seen.index(reply) + 1 :] if m.get("session_id") == sid]
     segments = [m for m in mine if m["type"] == "segment"]
     assert len(segments) == 2
     # 8 kHz telephony audio is recognised as such by the quality check.
@@ -275,7 +296,7 @@ def test_token_guards_every_endpoint_but_healthz(server):
         async with connect(f"{server.ws}/ws/monitor?token={server.token}") as ws:
             return json.loads(await ws.recv())["type"]
 
-    assert asyncio.run(with_query_token()) == "sessions"
+    assert asyncio.run(with_query_token()) == "snapshot"
 
 
 def test_predict_upload_and_audio_path(server, speech_silence_speech, tiny_model_dir, tmp_path):

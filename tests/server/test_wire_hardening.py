@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from server_harness import read_all, start_server
+from test_server import subscribe_on_start
 
 TOKEN = "s3cret"
 SURROGATE = "\\ud800"  # as it travels in JSON text: an escape Python decodes to a lone surrogate
@@ -76,6 +77,31 @@ async def twilio_call(srv, messages: list[str], token: str = TOKEN) -> int | Non
         return tw.close_code
 
 
+async def watched_call(srv, sid: str, messages: list[str]) -> tuple[int | None, list[dict], int | None]:
+    """A Twilio call (`messages` from its connected and start on) watched by a monitor that subscribes
+    to it as it starts: (the call's close code, what the monitor got, the monitor's close code)."""
+    async with connect(f"{srv.ws}/ws/monitor", additional_headers=auth()) as mon:
+        seen: list = []
+        reader = asyncio.create_task(read_all(mon, seen))
+        async with connect(f"{srv.ws}/ws/twilio?token={TOKEN}") as tw:
+            for m in messages[:2]:
+                await tw.send(m)
+            await subscribe_on_start(mon, seen, f"twilio-{sid}")
+            try:
+                for m in messages[2:]:
+                    await tw.send(m)
+            except ConnectionClosed:
+                pass
+            await asyncio.wait_for(tw.wait_closed(), 30)
+        for _ in range(300):
+            if any(m["type"] == "session_ended" for m in seen):
+                break
+            await asyncio.sleep(0.1)
+        closed = mon.close_code
+        reader.cancel()
+        return tw.close_code, seen, closed
+
+
 def status_of(srv, sid: str) -> str:
     return json.loads((srv.recordings / sid / "session.json").read_text())["status"]
 
@@ -118,25 +144,11 @@ def test_lone_surrogates_in_twilio_sid_and_token_are_refused_not_internal(server
 
 
 def test_a_mark_with_a_lone_surrogate_does_not_end_the_call_while_a_monitor_listens(server):
-    async def go():
-        async with connect(f"{server.ws}/ws/monitor", additional_headers=auth()) as mon:
-            snapshot = json.loads(await asyncio.wait_for(mon.recv(), 10))
-            sid = "MZsurrogatemark"
-            messages = twilio_messages(sid) + [media(sid, 2), mark(sid, 3, '"%s"' % SURROGATE),
-                                               mark(sid, 4, '"fine"'), media(sid, 5), stop(sid, 6)]
-            code = await twilio_call(server, messages)
-            seen: list = []
-            try:
-                while True:
-                    seen.append(json.loads(await asyncio.wait_for(mon.recv(), 3)))
-                    if seen[-1].get("type") == "session_ended":
-                        break
-            except asyncio.TimeoutError:
-                pass
-            return snapshot, code, seen, mon.close_code
-
-    snapshot, code, seen, monitor_closed = asyncio.run(go())
-    assert snapshot["type"] == "sessions" and code == 1000 and monitor_closed is None
+    sid = "MZsurrogatemark"
+    messages = twilio_messages(sid) + [media(sid, 2), mark(sid, 3, '"%s"' % SURROGATE),
+                                       mark(sid, 4, '"fine"'), media(sid, 5), stop(sid, 6)]
+    code, seen, monitor_closed = asyncio.run(watched_call(server, sid, messages))
+    assert seen[0]["type"] == "snapshot" and code == 1000 and monitor_closed is None
     marks = [m for m in seen if m.get("type") == "telephony"]
     assert [m["name"] for m in marks] == ["fine"]
     assert status_of(server, "twilio-MZsurrogatemark") == "complete"
@@ -146,26 +158,12 @@ def test_a_mark_with_a_lone_surrogate_does_not_end_the_call_while_a_monitor_list
 
 
 def test_long_and_countless_marks_are_not_copied_to_monitors(server):
-    async def go():
-        async with connect(f"{server.ws}/ws/monitor", additional_headers=auth()) as mon:
-            await asyncio.wait_for(mon.recv(), 10)
-            sid = "MZmarks"
-            messages = twilio_messages(sid) + [mark(sid, 2, json.dumps("x" * 100_000))]
-            messages += [mark(sid, 3 + i, json.dumps(f"m{i}")) for i in range(200)]
-            messages.append(stop(sid, 300))
-            code = await twilio_call(server, messages)
-            seen: list = []
-            try:
-                while True:
-                    seen.append(json.loads(await asyncio.wait_for(mon.recv(), 3)))
-                    if seen[-1].get("type") == "session_ended":
-                        break
-            except asyncio.TimeoutError:
-                pass
-            return code, seen
-
-    code, seen = asyncio.run(go())
-    marks = [m for m in seen if m.get("type") == "telephony"]
+    sid = "MZmarks"
+    messages = twilio_messages(sid) + [mark(sid, 2, json.dumps("x" * 100_000))]
+    messages += [mark(sid, 3 + i, json.dumps(f"m{i}")) for i in range(200)]
+    messages.append(stop(sid, 300))
+    code, seen, _ = asyncio.run(watched_call(server, sid, messages))
+    marks = [m for m in seen if m.get("type") == "telephony"]  # the monitor subscribed to the call
     assert code == 1000
     assert all(len(m["name"]) <= 64 for m in marks)
     assert 0 < len(marks) <= 40  # a burst passes; a flood without audio does not
@@ -197,7 +195,7 @@ def test_a_monitor_snapshot_with_fat_metadata_is_delivered(server):
                 await asyncio.wait_for(read_all(ws, []), 30)
 
     snapshot, closed = asyncio.run(go())
-    assert snapshot["type"] == "sessions" and len(snapshot["sessions"]) >= 3
+    assert snapshot["type"] == "snapshot" and len(snapshot["sessions"]) >= 3
     assert closed is None
 
 

@@ -1,0 +1,1 @@
+"""One file per catalog schema revision, oldest first by `down_revision`."""
