@@ -222,14 +222,34 @@ def _process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _clock_ticks()
 
 
-def model_cpu_seconds(thread_cpu: float, wall: float, args) -> float:
-    """The model's own CPU time: what the forward's thread spent (the server's
-    emostream_model_cpu_seconds), plus, on the CPU with torch threads > 1, the other intra-op
-    threads counted as busy for the forward's wall time (exact with --threads 1 or on a GPU)."""
-    if str(args.device).startswith("cuda"):
-        return thread_cpu
-    threads = args.threads or os.cpu_count() or 1
-    return thread_cpu + (threads - 1) * wall
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of process `pid` (/proc/PID/task/TID/stat)."""
+    out = {}
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[tid] = (int(fields[11]) + int(fields[12])) / _clock_ticks()
+    return out
+
+
+def split_server_cpu(pid: int, before: dict[int, float], after: dict[int, float]) -> tuple[float, float]:
+    """(event-loop thread, every other thread) CPU seconds of the server process between two samples.
+
+    The server's main thread runs the event loop and the pipeline (VAD, windows, events, the
+    recording); its other threads are the forward's (asyncio.to_thread) and torch's intra-op
+    threads, whatever their number, plus the measuring pool's feeder threads (pickling segments
+    for it: small): measured, never estimated, so neither part can go negative. (Threads that
+    ended between the samples are lost; a thread started since counts from 0.)
+    """
+    main = max(0.0, after.get(pid, 0.0) - before.get(pid, 0.0))
+    others = sum(max(0.0, cpu - before.get(tid, 0.0)) for tid, cpu in after.items() if tid != pid)
+    return main, others
 
 
 def metric_delta(before: dict, after: dict, name: str) -> float:
@@ -283,6 +303,7 @@ async def client(k: int, url: str, pcm: bytes, chunk_bytes: int, message_seconds
                     received.append((t, msg))
                     kind = msg.get("type")
                     if kind == "ready":
+                        out["chunk_mode"] = (msg.get("parameters") or {}).get("chunk_mode")
                         ready.set()
                     elif kind == "overload":
                         out["overloads"] += 1
@@ -386,12 +407,12 @@ def p(values, q):
 
 def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm_rss: int) -> dict:
     before = server.metrics()
-    main0 = server.cpu_seconds(children=False)
+    threads0 = thread_cpu_seconds(server.proc.pid)
     by0 = server.cpu_by_process() if server.tree else {}
     cpu0, busy0, own0, t0 = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
     clients, samples = asyncio.run(run_clients(server, audio, n, args))
     cpu1, busy1, own1, t1 = server.cpu_seconds(), machine_busy_seconds(), own_cpu_seconds(), time.monotonic()
-    main1 = server.cpu_seconds(children=False)
+    threads1 = thread_cpu_seconds(server.proc.pid)
     by1 = server.cpu_by_process() if server.tree else {}
     after = server.metrics()
     wall = t1 - t0
@@ -412,8 +433,13 @@ def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm
     batches = metric_delta(before, after, "emostream_batch_size_count")
     chunks = metric_delta(before, after, "emostream_batch_size_sum")
     model_seconds = metric_delta(before, after, "emostream_batch_seconds_sum")
-    model_cpu = metric_delta(before, after, "emostream_model_cpu_seconds_total")
+    forward_thread_cpu = metric_delta(before, after, "emostream_model_cpu_seconds_total")
     server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    loop_cpu, model_cpu = split_server_cpu(server.proc.pid, threads0, threads1)
+    if server.tree:  # Ray: the model runs in the scorer replicas' processes, the pipeline in the ingress ones
+        model_cpu = sum(max(0.0, v - by0.get(k, 0.0)) for k, v in by1.items() if "Scorer" in k)
+        loop_cpu = None
+    pipeline_cpu = None if server_cpu is None else max(0.0, server_cpu - model_cpu)
     foreign = None
     if None not in (busy0, busy1, server_cpu):
         foreign = max(0.0, (busy1 - busy0) - server_cpu - (own1 - own0)) / wall
@@ -468,23 +494,26 @@ def bench_n(server: Server, audio: np.ndarray, n: int, args, idle_rss: int, warm
         "rss_per_stream_vs_warm": (peak_rss - warm_rss) / n if peak_rss is not None and warm_rss else None,
         "server_cpu_cores": server_cpu / wall if server_cpu is not None else None,
         # The pipeline (event loop, VAD, windows, decision layer, recording) without the model:
-        # server CPU minus the forward's own CPU, per stream-second (see model_cpu_seconds).
-        "model_cpu_seconds": model_cpu_seconds(model_cpu, model_seconds, args),
+        # server CPU with its children minus the model's threads (split_server_cpu), per stream-second.
+        "model_cpu_seconds": model_cpu,
+        "forward_thread_cpu_seconds": forward_thread_cpu,
         "pipeline_cpu_ms_per_stream_second": (
-            1000 * (server_cpu - model_cpu_seconds(model_cpu, model_seconds, args)) / (n * args.seconds)
-            if server_cpu is not None else None
+            1000 * pipeline_cpu / (n * args.seconds) if pipeline_cpu is not None else None
         ),
-        # ... of which in the server process itself (the one GIL: event loop, launches, and before
-        # the measuring pool the decision layer's measurements too); the rest ran in its children.
+        # ... of which in the server process's event-loop thread (the one GIL); the rest ran in its
+        # children (the measuring pool). With --measure-processes 0 the measurements run in a
+        # thread of the server process and count as the model's here.
         "process_cpu_ms_per_stream_second": (
-            1000 * (main1 - main0 - model_cpu_seconds(model_cpu, model_seconds, args)) / (n * args.seconds)
-            if None not in (main0, main1) else None
+            1000 * loop_cpu / (n * args.seconds) if loop_cpu is not None else None
         ),
         "server_cpu_cores_by_process": {k: round((v - by0.get(k, 0.0)) / wall, 3) for k, v in by1.items()
                                         if v - by0.get(k, 0.0) > 0.005 * wall},
         "client_cpu_cores": (own1 - own0) / wall,
         "foreign_load_cores": foreign,
         "events": {k: sum(c["events"].get(k, 0) for c in clients) for k in sorted({k for c in clients for k in c["events"]})},
+        # sessions per chunk mode (stream.engine.config.CHUNK_MODES): a lone session gets "latency"
+        "chunk_modes": {m: sum(1 for c in clients if c.get("chunk_mode") == m)
+                        for m in sorted({str(c.get("chunk_mode")) for c in clients})},
         "latencies": [[c["client"], round(end, 3), round(x, 4)] for c in clients for end, x in c["windows"]],
     }
 
@@ -624,7 +653,7 @@ def table(res: dict) -> str:
     mib = 2**20
     head = ["N", "real time", "windows", "p50 s", "p95 s", "max s", "p95 1st→3rd third s", "overload",
             "summaries", "mean batch", "model busy", "server CPU", "pipeline CPU ms per stream-s (in the server process)", "client CPU", "peak RSS MiB", "MiB per stream (load / warm)",
-            "drain s", "send lag ms", "other load"]
+            "drain s", "send lag ms", "other load", "chunk modes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for r in res["runs"]:
         cells = [
@@ -647,6 +676,7 @@ def table(res: dict) -> str:
             _fmt(r["drain_seconds_max"], ".1f"),
             _fmt(_div(r["max_send_lag"], 0.001), ".0f"),
             _fmt(r["foreign_load_cores"], ".2f"),
+            ", ".join(f"{k} {v}" for k, v in (r.get("chunk_modes") or {}).items()) or "–",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -743,8 +773,8 @@ def main(argv=None) -> int:
           f"used over {args.max_foreign:g} cores are repeated without counting")
     print("server defaults unless passed: per device (stream/server/device_policy.py; CPU: --max-batch 8 --max-wait-ms 10 --max-pending 180 s); "
           "model busy = forward-pass seconds / wall seconds; server/client/other CPU in cores (server: with its child "
-          "processes); pipeline CPU = (server CPU with its children - the forwards' own CPU) per stream-second, exact with --threads 1 or on a GPU, "
-          "in brackets the part spent in the server process itself; MiB per stream = (peak RSS during the run - idle RSS "
+          "processes); pipeline CPU = (server CPU with its children - the model's threads: the forward's and torch's, measured per thread "
+          "in /proc) per stream-second, in brackets the part spent in the server's event-loop thread; MiB per stream = (peak RSS during the run - idle RSS "
           "after model load, or after the warm-up stream) / N")
     if args.server_option:
         print(f"extra server options: {' '.join(args.server_option)}")

@@ -10,6 +10,11 @@ with CPU float32 (funasr's own arithmetic) and a batch with its items run alone.
     PYTHONPATH=. python -m bench.gpu --archs large --device cuda --json bench/results/gpu-$(date +%F).json
     PYTHONPATH=. python -m bench.gpu --archs tiny --device cpu --batches 1 4 --check    # proves it runs here
 
+It also profiles one eager forward (no CUDA graph: a replay hides its ops) per precision at
+`--profile-batches`: the share of device time (CPU: self CPU time) in aten::copy_ and the top
+ops, with the scorer's time-major front end (models/frontend.py) and with last turn's funasr
+conv stack (transposes around every layer norm; its norms in the compute dtype), side by side.
+
 Random weights: time and FLOPs are real, the scores mean nothing.
 """
 
@@ -122,6 +127,73 @@ def time_batches(arch: str, dtype: str, args) -> list[dict]:
     return rows
 
 
+def op_profile(scorer, waves: list[np.ndarray], device: str, top: int = 6) -> dict:
+    """Shares of one eager forward's device time (CUDA) or self CPU time per op: aten::copy_ and the top ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    scorer.score(waves)
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        scorer.score(waves)
+        _sync(device)
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    totals: dict[str, float] = {}
+    for e in prof.key_averages():
+        totals[e.key] = totals.get(e.key, 0.0) + float(getattr(e, attr, 0.0) or 0.0)
+    whole = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return {"batch": len(waves), "time": "device" if cuda else "cpu", "total_ms": whole / 1000,
+            "copy_share": totals.get("aten::copy_", 0.0) / whole, "top": [(k, v / whole) for k, v in ranked]}
+
+
+def legacy_front_end(scorer):
+    """Last turn's front end on this scorer: funasr's conv stack (transposing around each layer
+    norm) and feature projection, its Fp32LayerNorms swapped for norms in the compute dtype as
+    last turn did in half precision on CUDA. Returns a function to put the scorer's own back."""
+    import copy
+
+    import torch
+    from funasr.models.emotion2vec.fairseq_modules import Fp32LayerNorm
+
+    enc = scorer.model.modality_encoders["AUDIO"]
+    extractor = copy.deepcopy(enc.local_encoder)
+    if scorer.device.type == "cuda" and scorer.dtype != torch.float32:
+        for block in extractor.conv_layers:
+            old = block[2][1]
+            if isinstance(old, Fp32LayerNorm):
+                norm = torch.nn.LayerNorm(old.normalized_shape, eps=old.eps, elementwise_affine=old.elementwise_affine)
+                norm.load_state_dict(old.state_dict())
+                block[2][1] = norm.to(device=scorer.device, dtype=scorer.dtype)
+    own = scorer.frontend
+    scorer.frontend = lambda wav: enc.project_features(extractor(wav))
+    return lambda: setattr(scorer, "frontend", own)
+
+
+def profile_front_ends(arch: str, dtype: str, args) -> list[dict]:
+    """`op_profile` at each --profile-batches, with the scorer's front end and with last turn's."""
+    scorer = load(arch, args.device, dtype, args.cache_dir, args.threads)
+    device = str(scorer.device)
+    rows = []
+    for b in args.profile_batches:
+        waves = speech(args.cache_dir, args.chunk + args.context, b)
+        for front in ("time-major", "funasr (last turn)"):
+            restore = legacy_front_end(scorer) if front != "time-major" else (lambda: None)
+            try:
+                prof = op_profile(scorer, waves, device)
+            except RuntimeError as exc:  # out of memory
+                log(f"profile {arch} {scorer.precision} batch {b}: {type(exc).__name__}: {str(exc)[:120]}")
+                restore()
+                break
+            restore()
+            row = {"arch": arch, "precision": scorer.precision, "front_end": front, **prof}
+            log(f"profile {arch} {scorer.precision} batch {b}, {front} front end: aten::copy_ "
+                f"{100 * prof['copy_share']:.1f} % of {prof['time']} time ({prof['total_ms']:.1f} ms); top: "
+                + ", ".join(f"{k} {100 * v:.0f} %" for k, v in prof["top"][:4]))
+            rows.append(row)
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: one line per batch, per precision ms / owned audio-s/s / % of peak."""
     precisions = list(dict.fromkeys(r["precision"] for r in rows))
@@ -156,6 +228,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="first compare every precision with CPU float32")
     ap.add_argument("--check-arch", default="base", choices=["tiny", "base", "large"], help="model of --check")
     ap.add_argument("--skip-table", action="store_true", help="only --check")
+    ap.add_argument("--profile-batches", type=int, nargs="*", default=None,
+                    help="profile one eager forward at these batches (default: 8 128 on CUDA, 2 on the CPU; none: skip)")
     ap.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("EMOSTREAM_BENCH_CACHE", "~/.cache/emostream-bench")))
     ap.add_argument("--json", type=Path, default=None, metavar="OUT")
     args = ap.parse_args(argv)
@@ -171,6 +245,8 @@ def main(argv=None) -> int:
                              list(dict.fromkeys([resolve_dtype("auto", "cpu"), "float32"])))  # fmt: skip
     args.batches = args.batches or ([1, 8, 32, 128, 256, 512] if cuda else [1, 2, 4])
     args.repeats = args.repeats or (10 if cuda else 3)
+    if args.profile_batches is None:
+        args.profile_batches = [8, 128] if cuda else [2]
     print("=" * 78 + "\n" + RANDOM_BANNER + "\n" + "=" * 78, flush=True)
     device_name = torch.cuda.get_device_name(args.device) if cuda else cpu_name()
     doc: dict = {
@@ -187,6 +263,15 @@ def main(argv=None) -> int:
             print(f"  {r['precision']:>9} on {r['device']}: score diff {r['max_score_diff']:.2e}, logit diff "
                   f"{r['max_logit_diff']:.2e}, batch vs alone {r['batch_vs_alone_score']:.2e} "
                   f"(tolerance {r['tolerance']:g}) {'ok' if r['ok'] else 'FAIL'}")
+        _write(args.json, doc)
+    if args.profile_batches and not args.skip_table:
+        doc["profile"] = [row for arch in args.archs for dtype in dtypes for row in profile_front_ends(arch, dtype, args)]
+        print(f"\none eager forward (no CUDA graph), aten::copy_'s share of {'device' if cuda else 'CPU'} time, "
+              "the scorer's time-major front end against last turn's funasr conv stack:")
+        for r in doc["profile"]:
+            print(f"  {r['arch']} {r['precision']:>9} batch {r['batch']:>4}, {r['front_end']:>18}: copy_ "
+                  f"{100 * r['copy_share']:5.1f} % of {r['total_ms']:.1f} ms; top: "
+                  + ", ".join(f"{k} {100 * v:.0f} %" for k, v in r["top"][:4]))
         _write(args.json, doc)
     if not args.skip_table:
         doc["rows"] = [row for arch in args.archs for dtype in dtypes for row in time_batches(arch, dtype, args)]

@@ -1,12 +1,18 @@
 """Throughput of emostream's streaming engine against the naive per-window funasr loop.
 
-    PYTHONPATH=. python -m bench.throughput [--archs base large] [--minutes 3] [--json OUT]
+    PYTHONPATH=. python -m bench.throughput [--archs base large] [--minutes 3] [--rounds 3] [--json OUT]
 
 (a) naive: what a funasr user writes for sliding-window emotion scores: one
     `AutoModel.generate(window)` per 0.4 s window at a 0.1 s hop. Timed on the first
     `--naive-windows` windows and extrapolated.
 (b) engine: `stream.engine.analyzer.StreamAnalyzer` over the whole recording, fed in 0.1 s pieces as a
-    live client would (and, for comparison, all at once), counting its `window` events.
+    live client would (and, for comparison, all at once), counting its `window` events; once per
+    engine path: a precision (`--dtypes`), and the same through torch.compile (`+compile`).
+
+The machine may be shared, so (a) and every (b) path run in `--rounds` alternating rounds (the
+order reversed every other round) and the report gives medians with the spread (min–max over
+rounds); the ratio (b)/(a) is taken within each round. The CPU's model and its matrix extensions
+(AMX, AVX-512 BF16) are recorded with the figures.
 
 Both use full-size emotion2vec+ architectures with RANDOM weights (no weights can be downloaded
 here): the compute is identical to the real checkpoints, the scores mean nothing. Only time is
@@ -50,6 +56,28 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+MATRIX_FLAGS = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx512f")
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which matrix and vector extensions /proc/cpuinfo lists (AMX tiles, AVX-512 BF16, ...)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return {f: f in flags for f in MATRIX_FLAGS}
+
+
+def describe_cpu() -> str:
+    """'<model> (AMX bf16/int8, AVX-512 BF16)': the CPU and the matrix units its kernels can use."""
+    flags = cpu_flags()
+    amx = [k for k in ("bf16", "int8") if flags.get(f"amx_{k}")]
+    units = ([f"AMX {'/'.join(amx)}"] if amx and flags.get("amx_tile") else []) + (
+        ["AVX-512 BF16"] if flags.get("avx512_bf16") else []) + (["AVX-512"] if flags.get("avx512f") else [])
+    return f"{cpu_name()} ({', '.join(units) or 'no AVX-512 or AMX'})"
 
 
 def _sync(device: str) -> None:
@@ -168,7 +196,7 @@ def window_starts(n_samples: int) -> range:
     return range(0, n_samples - win + 1, hop)
 
 
-def run_naive(scorer, audio: np.ndarray, n_windows: int) -> dict:
+def run_naive(scorer, audio: np.ndarray, n_windows: int, count_flops: bool = True) -> dict:
     """Time funasr's generate() on the first windows of the recording, one call per window."""
     win = round(WINDOW_S * RATE)
     starts = window_starts(len(audio))
@@ -191,9 +219,8 @@ def run_naive(scorer, audio: np.ndarray, n_windows: int) -> dict:
     foreign = load.foreign_cores()
     if not (isinstance(result, list) and "scores" in result[0]):
         raise RuntimeError(f"unexpected generate() result: {result!r:.200}")
-    flops, _ = flops_of(lambda: call(timed[0]))
     rate = len(timed) / wall
-    return {
+    out = {
         "windows_timed": len(timed),
         "warmup_calls": NAIVE_WARMUP,
         "seconds": wall,
@@ -202,10 +229,11 @@ def run_naive(scorer, audio: np.ndarray, n_windows: int) -> dict:
         "windows_per_s": rate,
         "windows_in_recording": len(starts),
         "extrapolated_recording_seconds": len(starts) / rate,
-        "flops_per_window": flops,
-        "achieved_gflops": flops * len(timed) / wall / 1e9,
         "foreign_load_cores": foreign,
     }
+    if count_flops:
+        out["flops_per_window"] = flops_of(lambda: call(timed[0]))[0]
+    return out
 
 
 # ---- (b) engine ---------------------------------------------------------------------------------
@@ -253,7 +281,10 @@ def run_engine(scorer, audio: np.ndarray, config, feed_samples: int | None, devi
 
 
 def engine_flops(scorer, lengths: list[int], device: str) -> dict:
-    """Exact FlopCounterMode count of one forward per distinct chunk length, times its uses."""
+    """Exact FlopCounterMode count of one forward per distinct chunk length, times its uses.
+
+    Counted on the float32 scorer (funasr's arithmetic: the same matmuls in every precision; its
+    attention runs as counted matmuls, where the fused CPU kernel of the others is not counted)."""
     uses = Counter(lengths)
     total, per_op_total = 0, Counter()
     rng = np.random.default_rng(0)
@@ -266,42 +297,99 @@ def engine_flops(scorer, lengths: list[int], device: str) -> dict:
     return {"total": total, "distinct_lengths": len(uses), "per_op": dict(per_op_total)}
 
 
-def conv_time_share(scorer, n: int, device: str, repeats: int = 3) -> dict:
-    """Time of the waveform conv feature extractor vs the whole scorer on one n-sample chunk."""
+def _best(fn, device: str, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def front_end_share(scorer, reference, n: int, device: str) -> dict:
+    """Time of the scorer's conv front end (models/frontend.py, with the feature projection) vs
+    the whole forward on one n-sample chunk; FLOPs from the float32 `reference`."""
     import torch
     import torch.nn.functional as F
 
     x = np.random.default_rng(1).normal(0.0, 0.1, n).astype(np.float32)
-    enc = scorer.model.modality_encoders["AUDIO"]
     wav = torch.as_tensor(x, device=device)[None]
-    wav = F.layer_norm(wav, wav.shape[-1:]).to(scorer.dtype)
-
-    def best(fn):
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t)
-        return min(times)
-
+    wav = F.layer_norm(wav, wav.shape[-1:])
     with torch.inference_mode():
-        conv = best(lambda: enc.local_encoder(wav))
-        conv_flops, _ = flops_of(lambda: enc.local_encoder(wav))
-    whole = best(lambda: scorer.score([x]))
-    whole_flops, _ = flops_of(lambda: scorer.score([x]))
+        front = _best(lambda: scorer.frontend(wav.to(scorer.dtype)), device)
+        ref_wav = wav.to(reference.dtype)
+        front_flops, _ = flops_of(lambda: reference.frontend(ref_wav))
+    whole = _best(lambda: scorer.score([x]), device)
+    whole_flops, _ = flops_of(lambda: reference.score([x]))
     return {
         "chunk_samples": n,
-        "conv_seconds": conv,
+        "front_end_seconds": front,
         "total_seconds": whole,
-        "conv_time_share": conv / whole,
-        "conv_flop_share": conv_flops / whole_flops,
-        "conv_gflops": conv_flops / conv / 1e9,
-        "rest_gflops": (whole_flops - conv_flops) / (whole - conv) / 1e9,
+        "front_end_time_share": front / whole,
+        "front_end_flop_share": front_flops / whole_flops,
+        "front_end_gflops": front_flops / front / 1e9,
+        "rest_gflops": (whole_flops - front_flops) / max(whole - front, 1e-9) / 1e9,
+        "forward_gflops": whole_flops / whole / 1e9,
     }
 
 
+def op_shares(scorer, n: int, batch: int = 2, top: int = 6) -> dict:
+    """Self-CPU shares of one forward of `batch` n-sample chunks (torch.profiler): aten::copy_ and the top ops."""
+    import torch
+
+    xs = [np.random.default_rng(i).normal(0.0, 0.1, n).astype(np.float32) for i in range(batch)]
+    scorer.score(xs)
+    with torch.profiler.profile() as prof:
+        scorer.score(xs)
+    totals: Counter = Counter()
+    for e in prof.key_averages():
+        totals[e.key] += e.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {
+        "batch": batch,
+        "chunk_samples": n,
+        "copy_share": totals.get("aten::copy_", 0.0) / whole,
+        "top": [(k, v / whole) for k, v in totals.most_common(top)],
+    }
+
+
+def deviation(scorer, reference, audio: np.ndarray, n: int, count: int = 4) -> dict:
+    """Max |utterance-score| and |logit| differences from the float32 `reference` on `count`
+    n-sample chunks of the recording, alone and as one batch (as tests/models pins them)."""
+    step = max(n, (len(audio) - n) // max(count, 1))
+    chunks = [audio[i : i + n] for i in range(0, len(audio) - n + 1, step)][:count]
+    ref = [reference.score([c])[0] for c in chunks]
+    alone = [scorer.score([c])[0] for c in chunks]
+    both = scorer.score(chunks)
+    score = max(float(np.abs(reference.utterance_scores(a) - scorer.utterance_scores(b)).max()) for a, b in zip(ref, alone))
+    logit = max(float(np.abs(a.logits - b.logits).max()) for a, b in zip(ref, alone))
+    batch = max(float(np.abs(a.logits - b.logits).max()) for a, b in zip(alone, both))
+    return {"chunks": len(chunks), "chunk_samples": n, "max_score_diff": score, "max_logit_diff": logit,
+            "max_logit_diff_batch_vs_alone": batch}
+
+
 # ---- one architecture ---------------------------------------------------------------------------
+def engine_paths(args, device: str) -> list[str]:
+    """The engine paths to run: each precision, and the default one again through torch.compile."""
+    import torch
+
+    if args.dtypes is None:
+        native_bf16 = device.startswith("cuda") or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        args.dtypes = ["float32", "bfloat16"] if native_bf16 else ["float32"]
+    paths = list(dict.fromkeys(args.dtypes))
+    if not args.no_compile and device == "cpu":
+        paths.append(f"{paths[-1]}+compile")
+    return paths
+
+
+def spread(values: list[float]) -> dict:
+    v = [x for x in values if x is not None]
+    if not v:
+        return {"median": None, "min": None, "max": None, "values": []}
+    return {"median": float(np.median(v)), "min": float(min(v)), "max": float(max(v)), "values": v}
+
+
 def bench_arch(arch: str, args, audio: np.ndarray, configs, cache_dir: Path) -> dict:
     import torch
 
@@ -310,79 +398,124 @@ def bench_arch(arch: str, args, audio: np.ndarray, configs, cache_dir: Path) -> 
     path = random_model_dir(cache_dir, arch)
     log(f"{arch}: loading {path}")
     # float32 explicitly: the naive side runs this model through funasr as funasr does, whatever --dtype auto picks.
-    scorer = load_scorer(ModelOptions(model_dir=str(path), device=args.device, threads=args.threads, dtype="float32"))
-    if not scorer.random_weights:
+    reference = load_scorer(ModelOptions(model_dir=str(path), device=args.device, threads=args.threads, dtype="float32"))
+    if not reference.random_weights:
         raise RuntimeError(f"{path} is not a random-weight model directory")
-    device = str(scorer.device)
-    params = sum(p.numel() for p in scorer.model.parameters())
+    device = str(reference.device)
+    params = sum(p.numel() for p in reference.model.parameters())
     out: dict = {"arch": arch, "params": params, "device": device, "threads": torch.get_num_threads()}
 
-    n = min(args.naive_windows, len(window_starts(len(audio))) - NAIVE_WARMUP)
-    log(f"{arch}: (a) naive generate() on {n} windows after {NAIVE_WARMUP} warm-up calls")
-    out["naive"] = run_naive(scorer, audio, n)
-    log(f"{arch}: (a) {out['naive']['ms_per_window']:.0f} ms per window")
+    scorers, compile_seconds = {}, {}
+    for name in engine_paths(args, device):
+        dtype, _, compiled = name.partition("+")
+        if dtype == "float32" and not compiled:
+            scorers[name] = reference
+            continue
+        log(f"{arch}: loading the {name} engine")
+        scorers[name] = load_scorer(ModelOptions(model_dir=str(path), device=args.device, threads=args.threads,
+                                                 dtype=dtype, compile=bool(compiled)))
+        if compiled:
+            full = max(c.job_samples for c in configs)
+            log(f"{arch}: compiling ({name}; inductor's cache makes later starts faster)")
+            compile_seconds[name] = scorers[name].warm_up(full)
+            log(f"{arch}: compiled in {compile_seconds[name]:.0f} s")
 
+    n = min(args.naive_windows, len(window_starts(len(audio))) - NAIVE_WARMUP)
     x10 = np.random.default_rng(2).normal(0.0, 0.1, 10 * RATE).astype(np.float32)
-    out["gflop_per_audio_second_10s"] = flops_of(lambda: scorer.score([x10]))[0] / 10 / 1e9
+    out["gflop_per_audio_second_10s"] = flops_of(lambda: reference.score([x10]))[0] / 10 / 1e9
+    feed = round(args.feed_seconds * RATE)
+    naive_runs: list[dict] = []
+    live: dict[tuple[str, int], list[dict]] = {(name, i): [] for name in scorers for i in range(len(configs))}
+    for config in configs:  # warm-up at each path's full-chunk shape
+        for scorer in scorers.values():
+            for _ in range(2):
+                scorer.score([np.zeros(config.job_samples, dtype=np.float32) + 0.01])
+    for r in range(args.rounds):
+        steps = [("naive", None, None)] + [(name, i, c) for name in scorers for i, c in enumerate(configs)]
+        for kind, i, config in (steps if r % 2 == 0 else steps[::-1]):
+            if kind == "naive":
+                log(f"{arch}: round {r + 1}/{args.rounds}: (a) naive generate() on {n} windows after {NAIVE_WARMUP} warm-up calls")
+                naive_runs.append(run_naive(reference, audio, n, count_flops=not naive_runs))
+                log(f"{arch}: (a) {naive_runs[-1]['ms_per_window']:.0f} ms per window")
+                continue
+            tag = f"{kind}, chunk {config.chunk_seconds:g} s, context {config.context_seconds:g} s"
+            log(f"{arch}: round {r + 1}/{args.rounds}: (b) engine, {tag}, fed in {args.feed_seconds:g} s pieces")
+            run = run_engine(scorers[kind], audio, config, feed, device)
+            live[(kind, i)].append(run)
+            log(f"{arch}: (b) {run['windows_per_s']:.1f} windows/s, {run['realtime_factor']:.2f}x real time")
+    out["naive_rounds"] = naive_runs
+    naive = dict(naive_runs[0])
+    naive["windows_per_s_spread"] = spread([x["windows_per_s"] for x in naive_runs])
+    naive["windows_per_s"] = naive["windows_per_s_spread"]["median"]
+    naive["ms_per_window"] = 1000 / naive["windows_per_s"]
+    naive["extrapolated_recording_seconds"] = naive["windows_in_recording"] / naive["windows_per_s"]
+    naive["foreign_load_cores"] = max((x["foreign_load_cores"] or 0.0) for x in naive_runs)
+    naive["achieved_gflops"] = naive["flops_per_window"] * naive["windows_per_s"] / 1e9
+    out["naive"] = naive
+
+    lengths_of: dict[int, list[int]] = {}
     out["engine"] = []
-    for dtype in args.dtypes:
-        engine = scorer if dtype == "float32" else load_scorer(
-            ModelOptions(model_dir=str(path), device=args.device, threads=args.threads, dtype=dtype)
-        )
-        out["engine"] += bench_engine(arch, engine, dtype, args, audio, configs, device, out["naive"])
+    for name, scorer in scorers.items():
+        for i, config in enumerate(configs):
+            runs = live[(name, i)]
+            lengths = runs[0]["chunk_lengths"]
+            if i not in lengths_of:
+                log(f"{arch}: counting FLOPs of {len(set(lengths))} distinct chunk lengths (float32 path)")
+                lengths_of[i] = lengths
+                out.setdefault("flops", {})[i] = engine_flops(reference, lengths, device)
+            at_once = None
+            if not args.skip_at_once:
+                log(f"{arch}: (b) engine, {name}, fed at once")
+                at_once = run_engine(scorer, audio, config, None, device)
+                if at_once["windows"] != runs[0]["windows"]:
+                    log(f"WARNING: {at_once['windows']} windows at once vs {runs[0]['windows']} streamed")
+                at_once.pop("chunk_lengths")
+            for run in runs:
+                run.pop("chunk_lengths", None)
+            out["engine"].append(summarize(name, config, runs, at_once, naive_runs, out["flops"][i], lengths, audio,
+                                           scorer, reference, device, compile_seconds.get(name)))
     return out
 
 
-def bench_engine(arch, scorer, dtype, args, audio, configs, device, naive) -> list[dict]:
-    """(b): the engine with one scorer precision over every chunk/context configuration."""
-    results = []
-    for config in configs:
-        tag = f"{dtype}, chunk {config.chunk_seconds:g} s, context {config.context_seconds:g} s"
-        full = config.chunk_samples + config.context_samples + 80
-        for _ in range(2):  # warm-up at the full-chunk shape
-            scorer.score([np.zeros(full, dtype=np.float32) + 0.01])
-        feed = round(args.feed_seconds * RATE)
-        log(f"{arch}: (b) engine, {tag}, fed in {args.feed_seconds:g} s pieces")
-        live = run_engine(scorer, audio, config, feed, device)
-        log(f"{arch}: (b) {live['windows_per_s']:.1f} windows/s, {live['realtime_factor']:.2f}x real time")
-        at_once = None
-        if not args.skip_at_once:
-            log(f"{arch}: (b) engine, {tag}, fed at once")
-            at_once = run_engine(scorer, audio, config, None, device)
-            if at_once["windows"] != live["windows"]:
-                log(f"WARNING: {at_once['windows']} windows at once vs {live['windows']} streamed")
-            at_once.pop("chunk_lengths")
-        lengths = live.pop("chunk_lengths")
-        log(f"{arch}: counting FLOPs of {len(set(lengths))} distinct chunk lengths")
-        flops = engine_flops(scorer, lengths, device)
-        split = conv_time_share(scorer, full, device)
-        duration = len(audio) / RATE
-        full_uses = sum(1 for n_ in lengths if n_ == full)
-        results.append(
-            {
-                "dtype": dtype,
-                "chunk_seconds": config.chunk_seconds,
-                "context_seconds": config.context_seconds,
-                "live": live,
-                "at_once": at_once,
-                "chunks": len(lengths),
-                "full_chunks": full_uses,
-                "mean_chunk_seconds": float(np.mean(lengths)) / RATE,
-                "flops": flops,
-                "gflop_per_audio_second": flops["total"] / duration / 1e9,
-                "gflop_per_speech_second": flops["total"] / max(live["speech_seconds"], 1e-9) / 1e9,
-                "achieved_gflops_wall": flops["total"] / live["seconds"] / 1e9,
-                "achieved_gflops_model": flops["total"] / live["model_seconds"] / 1e9,
-                "full_chunk_split": split,
-                "ratio_windows_per_s": live["windows_per_s"] / naive["windows_per_s"],
-                "ratio_windows_per_s_at_once": (
-                    at_once["windows_per_s"] / naive["windows_per_s"] if at_once else None
-                ),
-                "flop_ratio_per_window": naive["flops_per_window"] * live["windows"] / flops["total"],
-                "ratio_recording_time": naive["extrapolated_recording_seconds"] / live["seconds"],
-            }
-        )
-    return results
+def summarize(name, config, runs, at_once, naive_runs, flops, lengths, audio, scorer, reference, device, compile_s):
+    """One engine path's figures: medians and spreads over rounds, FLOPs, where the time goes, deviation."""
+    duration = len(audio) / RATE
+    full = config.job_samples
+    rate = spread([x["windows_per_s"] for x in runs])
+    ratios = spread([e["windows_per_s"] / a["windows_per_s"] for e, a in zip(runs, naive_runs)])
+    median_run = sorted(runs, key=lambda x: x["windows_per_s"])[len(runs) // 2]
+    naive_fpw = naive_runs[0]["flops_per_window"]
+    log(f"{name}: where the time goes (front end, profile) and deviation from float32")
+    return {
+        "path": name,
+        "dtype": name.partition("+")[0],
+        "compiled": "+compile" in name,
+        "compile_seconds": compile_s,
+        "chunk_seconds": config.chunk_seconds,
+        "context_seconds": config.context_seconds,
+        "rounds": runs,
+        "live": median_run,
+        "windows_per_s": rate,
+        "realtime_factor": spread([x["realtime_factor"] for x in runs]),
+        "at_once": at_once,
+        "chunks": len(lengths),
+        "full_chunks": sum(1 for n_ in lengths if n_ == full),
+        "mean_chunk_seconds": float(np.mean(lengths)) / RATE,
+        "flops": flops,
+        "gflop_per_audio_second": flops["total"] / duration / 1e9,
+        "gflop_per_speech_second": flops["total"] / max(median_run["speech_seconds"], 1e-9) / 1e9,
+        "achieved_gflops_wall": flops["total"] / median_run["seconds"] / 1e9,
+        "achieved_gflops_model": flops["total"] / median_run["model_seconds"] / 1e9,
+        "front_end": front_end_share(scorer, reference, full, device),
+        "profile": op_shares(scorer, full) if device == "cpu" else None,
+        "deviation_from_float32": deviation(scorer, reference, audio, full) if scorer is not reference else None,
+        "ratio_windows_per_s": ratios,
+        "ratio_windows_per_s_at_once": (
+            at_once["windows_per_s"] / float(np.median([a["windows_per_s"] for a in naive_runs])) if at_once else None
+        ),
+        "flop_ratio_per_window": naive_fpw * median_run["windows"] / flops["total"],
+        "foreign_load_cores": max((x["foreign_load_cores"] or 0.0) for x in runs),
+    }
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -390,10 +523,18 @@ def _fmt(x, spec: str = ".1f") -> str:
     return "–" if x is None else format(x, spec)
 
 
+def _spread(s: dict, spec: str = ".1f") -> str:
+    if s["median"] is None:
+        return "–"
+    if len(s["values"]) == 1:
+        return _fmt(s["median"], spec)
+    return f"{_fmt(s['median'], spec)} ({_fmt(s['min'], spec)}–{_fmt(s['max'], spec)})"
+
+
 def table(results: list[dict], peaks: dict[str, float], duration: float, naive_n: int) -> str:
     cols = [(r, e) for r in results for e in r["engine"]]
     head = [
-        f"{r['arch']} ({r['params'] / 1e6:.1f}M), {e['dtype']}, chunk {e['chunk_seconds']:g} s / context {e['context_seconds']:g} s"
+        f"{r['arch']} ({r['params'] / 1e6:.1f}M), {e['path']}, chunk {e['chunk_seconds']:g} s / context {e['context_seconds']:g} s"
         for r, e in cols
     ]
     rows: list[tuple[str, list[str]]] = []
@@ -402,41 +543,45 @@ def table(results: list[dict], peaks: dict[str, float], duration: float, naive_n
         rows.append((name, [fn(r, e) for r, e in cols]))
 
     n = results[0]["naive"]["windows_timed"] if results else naive_n
-    row(f"(a) naive generate(): ms per 0.4 s window (mean of {n})", lambda r, e: _fmt(r["naive"]["ms_per_window"], ".0f"))
-    row(f"(a) naive: window scores / s (extrapolated from {n} windows)", lambda r, e: _fmt(r["naive"]["windows_per_s"], ".2f"))
+    rounds = len(results[0]["naive_rounds"]) if results else 0
+    row(f"(a) naive generate(): window scores / s, median (min–max) of {rounds} rounds of {n} windows",
+        lambda r, e: _spread(r["naive"]["windows_per_s_spread"], ".2f"))
+    row("(a) naive: ms per 0.4 s window (median round)", lambda r, e: _fmt(r["naive"]["ms_per_window"], ".0f"))
     row("(a) naive: whole recording, s (extrapolated)", lambda r, e: f"{r['naive']['extrapolated_recording_seconds']:.0f} ({r['naive']['windows_in_recording']} windows)")
-    row("(b) engine, 0.1 s feeds: wall s", lambda r, e: _fmt(e["live"]["seconds"]))
+    row("(b) engine, 0.1 s feeds: window scores / s, median (min–max)", lambda r, e: _spread(e["windows_per_s"]))
+    row("**(b)/(a) window scores per second, median (min–max) of the rounds' ratios**",
+        lambda r, e: f"**{_spread(e['ratio_windows_per_s'])}**")
     row("(b) engine: window events", lambda r, e: str(e["live"]["windows"]))
-    row("(b) engine: window scores / s", lambda r, e: _fmt(e["live"]["windows_per_s"]))
-    row("(b) engine: audio s per wall s (real-time factor)", lambda r, e: _fmt(e["live"]["realtime_factor"], ".2f"))
-    row("(b) engine fed at once: window scores / s", lambda r, e: _fmt(e["at_once"] and e["at_once"]["windows_per_s"]))
-    row("**(b)/(a) window scores per second**", lambda r, e: f"**{e['ratio_windows_per_s']:.1f}**")
-    row("(b)/(a) fed at once", lambda r, e: _fmt(e["ratio_windows_per_s_at_once"]))
-    row("naive whole-recording time / engine time", lambda r, e: _fmt(e["ratio_recording_time"]))
+    row("(b) engine: audio s per wall s (real-time factor)", lambda r, e: _spread(e["realtime_factor"], ".2f"))
+    row("(b) engine fed at once: window scores / s ((b)/(a))", lambda r, e: (
+        f"{_fmt(e['at_once'] and e['at_once']['windows_per_s'])} ({_fmt(e['ratio_windows_per_s_at_once'])})"))
+    row("(b) achieved GFLOP/s over wall time (% of its dtype's matmul peak)", lambda r, e: (
+        f"{e['achieved_gflops_wall']:.0f} ({100 * e['achieved_gflops_wall'] / peaks[e['dtype']]:.0f} % of {peaks[e['dtype']]:.0f})"))
+    row("(b) achieved GFLOP/s inside model calls", lambda r, e: f"{e['achieved_gflops_model']:.0f}")
     row("(b) model forward share of engine wall", lambda r, e: f"{100 * e['live']['model_seconds'] / e['live']['seconds']:.1f} %")
     row("(b) chunks run (full-size / all), mean length s", lambda r, e: f"{e['full_chunks']}/{e['chunks']}, {e['mean_chunk_seconds']:.2f}")
-    row("(b) GFLOP counted (FlopCounterMode, every chunk shape run)", lambda r, e: f"{e['flops']['total'] / 1e9:.0f}")
-    row("(b) GFLOP per second of audio", lambda r, e: _fmt(e["gflop_per_audio_second"]))
-    row("GFLOP per s of audio, one 10 s forward without context (floor of any chunking)", lambda r, e: _fmt(r["gflop_per_audio_second_10s"]))
+    row("(b) GFLOP counted (float32 path, every chunk shape run)", lambda r, e: f"{e['flops']['total'] / 1e9:.0f}")
+    row("(b) GFLOP per second of audio (one 10 s forward without context: floor)", lambda r, e: (
+        f"{e['gflop_per_audio_second']:.1f} ({r['gflop_per_audio_second_10s']:.1f})"))
     row("GFLOP per window score: (a) naive / (b) engine", lambda r, e: f"{r['naive']['flops_per_window'] / 1e9:.2f} / {e['flops']['total'] / e['live']['windows'] / 1e9:.2f}")
-    row("(b)/(a) = FLOPs ratio x speed ratio", lambda r, e: f"{e['flop_ratio_per_window']:.2f} x {e['achieved_gflops_wall'] / r['naive']['achieved_gflops']:.2f}")
-    row("(b) achieved GFLOP/s over wall time (% of peak)", lambda r, e: f"{e['achieved_gflops_wall']:.0f} ({100 * e['achieved_gflops_wall'] / peaks[e['dtype']]:.0f} % of {e['dtype']} peak)")
-    row("(b) achieved GFLOP/s inside model calls", lambda r, e: f"{e['achieved_gflops_model']:.0f}")
-    row("(b) compute floor at peak: s per s of audio", lambda r, e: f"{e['gflop_per_audio_second'] / peaks[e['dtype']]:.2f}")
-    row("full chunk: conv feature extractor share of FLOPs / time", lambda r, e: f"{100 * e['full_chunk_split']['conv_flop_share']:.0f} % / {100 * e['full_chunk_split']['conv_time_share']:.0f} %")
-    row("full chunk: GFLOP/s conv extractor / transformer", lambda r, e: f"{e['full_chunk_split']['conv_gflops']:.0f} / {e['full_chunk_split']['rest_gflops']:.0f}")
-    row(
-        "other processes' CPU load during (a) / (b) live / (b) at once, cores",
-        lambda r, e: " / ".join(
-            _fmt(x, ".2f")
-            for x in (
-                r["naive"]["foreign_load_cores"],
-                e["live"]["foreign_load_cores"],
-                e["at_once"] and e["at_once"]["foreign_load_cores"],
-            )
-        ),
-    )
-    row("(a) naive: achieved GFLOP/s (% of peak)", lambda r, e: f"{r['naive']['achieved_gflops']:.0f} ({100 * r['naive']['achieved_gflops'] / peaks['float32']:.0f} %)")
+    row("(b)/(a) = FLOPs ratio x speed ratio (median round)", lambda r, e: (
+        f"{e['flop_ratio_per_window']:.2f} x {e['achieved_gflops_wall'] / r['naive']['achieved_gflops']:.2f}"))
+    row("full chunk, alone: front end share of FLOPs / time", lambda r, e: (
+        f"{100 * e['front_end']['front_end_flop_share']:.0f} % / {100 * e['front_end']['front_end_time_share']:.0f} %"))
+    row("full chunk, alone: GFLOP/s front end / transformer / whole", lambda r, e: (
+        f"{e['front_end']['front_end_gflops']:.0f} / {e['front_end']['rest_gflops']:.0f} / {e['front_end']['forward_gflops']:.0f}"))
+    row("2 full chunks: aten::copy_ share of self CPU time (profiler)", lambda r, e: (
+        "–" if not e["profile"] else f"{100 * e['profile']['copy_share']:.1f} %"))
+    row("2 full chunks: top ops (self CPU share)", lambda r, e: (
+        "–" if not e["profile"] else ", ".join(f"{k.split('::')[-1]} {100 * v:.0f} %" for k, v in e["profile"]["top"][:4])))
+    row("deviation from float32, 4 full chunks: max utterance score / max logit (batch vs alone)", lambda r, e: (
+        "reference" if not e["deviation_from_float32"] else
+        f"{e['deviation_from_float32']['max_score_diff']:.1e} / {e['deviation_from_float32']['max_logit_diff']:.3f} "
+        f"({e['deviation_from_float32']['max_logit_diff_batch_vs_alone']:.3f})"))
+    row("compile time at start-up, s", lambda r, e: _fmt(e["compile_seconds"], ".0f"))
+    row("other processes' CPU load, max over rounds: (a) / (b), cores", lambda r, e: (
+        f"{_fmt(r['naive']['foreign_load_cores'], '.2f')} / {_fmt(e['foreign_load_cores'], '.2f')}"))
+    row("(a) naive: achieved GFLOP/s (% of float32 peak)", lambda r, e: f"{r['naive']['achieved_gflops']:.0f} ({100 * r['naive']['achieved_gflops'] / peaks['float32']:.0f} %)")
 
     lines = ["| metric | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
     lines += [f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows]
@@ -447,7 +592,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", nargs="+", default=["base", "large"], choices=["tiny", "base", "large"])
     p.add_argument("--minutes", type=float, default=3.0, help="length of the espeak-ng recording")
-    p.add_argument("--naive-windows", type=int, default=40, help="naive windows timed (after 2 warm-up calls)")
+    p.add_argument("--naive-windows", type=int, default=40, help="naive windows timed per round (after 2 warm-up calls)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a) and every (b) path (medians and spread)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--chunk-seconds", type=float, nargs="+", default=[2.0], help="engine chunk length(s)")
@@ -455,12 +601,16 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "bfloat16", "float16", "int8"],
                    help="engine precisions (default: float32, plus bfloat16 where the CPU has it natively); "
                    "the naive side always runs float32 as funasr does by default")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip the torch.compile path (by default the last precision runs once more compiled, on the CPU)")
     p.add_argument("--feed-seconds", type=float, default=0.1, help="piece size of the live feed")
     p.add_argument("--skip-at-once", action="store_true", help="skip the fed-at-once engine run")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated speech")
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("EMOSTREAM_BENCH_CACHE", "~/.cache/emostream-bench")))
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write all figures as JSON")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
 
     chunks, contexts = args.chunk_seconds, args.context_seconds
     if len(chunks) != len(contexts) and 1 not in (len(chunks), len(contexts)):
@@ -475,6 +625,7 @@ def main(argv=None) -> int:
     configs = [AnalyzerConfig(chunk_seconds=c, context_seconds=x) for c, x in pairs]
     t_start = time.perf_counter()
     whole_run = CpuLoad()
+    load_start = os.getloadavg()
     cache_dir = args.cache_dir.expanduser()
     print("=" * 78 + "\n" + RANDOM_BANNER + "\n" + "=" * 78, flush=True)
 
@@ -485,10 +636,8 @@ def main(argv=None) -> int:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
-    if args.dtypes is None:
-        native_bf16 = device.startswith("cuda") or torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        args.dtypes = ["float32", "bfloat16"] if native_bf16 else ["float32"]
-    dtypes = sorted(set(args.dtypes) | {"float32"})
+    paths = engine_paths(args, device)
+    dtypes = sorted({name.partition("+")[0] for name in paths} | {"float32"})
     log(f"matmul peaks on {device}, {threads} threads")
     start_peaks = {d: matmul_peak(device, "float32" if d == "int8" else d) for d in dtypes}
 
@@ -498,6 +647,7 @@ def main(argv=None) -> int:
     peaks = [start_peaks["float32"], end_peaks["float32"]]
     total = time.perf_counter() - t_start
     foreign = whole_run.foreign_cores()
+    load_end = os.getloadavg()
 
     import funasr
 
@@ -505,35 +655,43 @@ def main(argv=None) -> int:
     machine = {
         "date": _dt.date.today().isoformat(),
         "cpu": cpu_name(),
+        "cpu_flags": cpu_flags(),
+        "cpu_described": describe_cpu(),
         "cores": os.cpu_count(),
         "device": device,
         "torch_threads": threads,
-        "dtypes": {"naive": "float32", "engine": args.dtypes},
+        "dtypes": {"naive": "float32", "engine": paths},
         "torch": torch.__version__,
         "funasr": funasr.__version__,
         "python": platform.python_version(),
+        "load_average_start": load_start,
+        "load_average_end": load_end,
     }
-    print(f"\nmachine: {machine['cpu']}, {machine['cores']} cores, device {device}, naive float32, "
-          f"engine {' and '.join(args.dtypes)}, "
+    print(f"\nmachine: {machine['cpu_described']}, {machine['cores']} cores, device {device}, naive float32, "
+          f"engine paths {', '.join(paths)}, "
           f"torch {machine['torch']} with {threads} threads, funasr {machine['funasr']}, {machine['date']}")
+    print("cpu flags: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in machine["cpu_flags"].items()))
+    print(f"load average (1/5/15 min) at start {' / '.join(f'{x:.2f}' for x in load_start)}, "
+          f"at end {' / '.join(f'{x:.2f}' for x in load_end)}")
     print(f"audio: {duration:.1f} s ({duration / 60:.2f} min) of espeak-ng speech, {wav_path.name}; "
           f"the engine's VAD kept {speech:.1f} s = {100 * speech / duration:.1f} % as speech "
           f"in {results[0]['engine'][0]['live']['segments'] if results else 0} segments")
     print(f"windows: {WINDOW_S} s at a {HOP_S} s hop; engine fed in {args.feed_seconds:g} s pieces; "
           f"(a) is extrapolated from {results[0]['naive']['windows_timed'] if results else 0} timed "
-          f"generate() calls per model")
+          f"generate() calls per round; {args.rounds} rounds alternate (a) and every (b) path "
+          "(order reversed every other round)")
     for d in dtypes:
         print(f"{d} matmul peak (2048x2048, best of 10): {start_peaks[d]:.0f} GFLOP/s at start, "
               f"{end_peaks[d]:.0f} at end; {peak_by_dtype[d]:.0f} used below")
     print("FLOPs: torch.utils.flop_counter.FlopCounterMode (matmul/linear/conv/bmm; elementwise ops, "
-          "norms and softmax not counted), one forward per distinct chunk length, times its uses\n")
+          "norms and softmax not counted) on the float32 path, one forward per distinct chunk length, times its uses\n")
     print(table(results, peak_by_dtype, duration, args.naive_windows))
     print(f"\ntotal runtime {total:.0f} s; other processes kept {_fmt(foreign, '.2f')} of "
           f"{os.cpu_count()} cores busy on average during the run")
     if foreign is not None and foreign > 0.1:
         print("WARNING: the machine was shared during the run; with every core used by torch, "
               "foreign load slows small operations (the naive side) disproportionately. "
-              "Repeat on an idle machine for clean figures.")
+              "Read the medians and the spread; repeat on an idle machine for clean figures.")
     print(RANDOM_BANNER.splitlines()[0])
     if args.json:
         doc = {
@@ -545,12 +703,13 @@ def main(argv=None) -> int:
             "window_seconds": WINDOW_S,
             "hop_seconds": HOP_S,
             "feed_seconds": args.feed_seconds,
+            "rounds": args.rounds,
             "results": results,
             "runtime_seconds": total,
             "foreign_load_cores": foreign,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(doc, indent=2))
+        args.json.write_text(json.dumps(doc, indent=2, default=str))
         log(f"wrote {args.json}")
     return 0
 

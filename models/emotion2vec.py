@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from funasr.models.emotion2vec.fairseq_modules import Fp32LayerNorm
-from torch import nn
 
+from .blocks import Trunk, attention_mask, block_sdpa
 from .cuda_graphs import GraphedForward, frames_of
 from .frames import CONV_LAYERS, n_frames
+from .frontend import FrontEnd, positions
+from .packed import can_pack, linear, pack_linears, pack_weight, release_freed_memory
 from .labels import is_unused, token_to_label
 from .scoring import FrameOutput, softmax
 
@@ -29,9 +33,15 @@ class Emotion2vecScorer:
 
     def __init__(
         self, auto_model, model_id: str, random_weights: bool, dtype: str = "float32", planted: str | None = None,
-        cuda_graphs: bool = True,
+        cuda_graphs: bool = True, packed: bool | None = None, compile: bool = False,
     ):
-        """Wrap a loaded `funasr.AutoModel` (use models.loader.load_scorer to build one)."""
+        """Wrap a loaded `funasr.AutoModel` (use models.loader.load_scorer to build one).
+
+        `packed`: run the linear layers on weights prepacked for oneDNN (models/packed.py); None
+        = where it pays (the CPU in bfloat16). float32 keeps funasr's own linear layers.
+        `compile`: run the transformer through torch.compile (inductor, weights frozen and packed
+        by it; CPU only, see `compile_trunk`): compiled at `prepare` or on the first forward.
+        """
         self.auto_model = auto_model
         self._lock = threading.Lock()
         self.model = auto_model.model
@@ -59,8 +69,11 @@ class Emotion2vecScorer:
         # Per-item batching relies on frame-local normalisation in the conv stack.
         self._batchable = encoder.modality_cfg.extractor_mode == "layer_norm"
         self._cuda = self.device.type == "cuda"
-        # Attention through one fused SDPA kernel (CUDA; tests turn it on for the CPU to check it).
-        self.fused_attention = self._cuda
+        # Attention through one fused SDPA kernel: on CUDA, and on the CPU in half precision (its
+        # flash kernel adds the float32 ALiBi mask to float32 scores: closer to float32 than
+        # funasr's half-precision scores, and 3x faster). CPU float32 keeps funasr's attention
+        # (the tests turn SDPA on there to check it against it).
+        self.fused_attention = self._cuda or self.dtype != torch.float32
         self.cuda_graphs = cuda_graphs and self._cuda  # captured by `prepare` (the server calls it at start-up)
         self.graphs: GraphedForward | None = None
         # ALiBi biases per (frames, dtype), least recently used last out (see `_alibi`).
@@ -71,8 +84,24 @@ class Emotion2vecScorer:
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         else:
             self.model.to(self.dtype)
-        if self._cuda and self.dtype != torch.float32:
-            _norms_in_compute_dtype(encoder.local_encoder, self.dtype)
+        encoder = self.model.modality_encoders["AUDIO"]  # (quantize_dynamic returns a copy)
+        if packed is None:
+            packed = self.dtype == torch.bfloat16
+        self.packed = bool(packed) and precision != "int8" and can_pack(self.device, self.dtype)
+        # The conv front end and positional encoder without transposes (models/frontend.py), on
+        # every device; its matmuls on packed weights where the transformer's are.
+        self.frontend = FrontEnd(encoder, self.dtype, self.device, make_linear=_packed_linear if self.packed else None)
+        # torch.compile'd transformer (CPU, opt-in): inductor freezes and packs its weights itself.
+        self.compiled = bool(compile) and not self._cuda and precision != "int8" and Trunk.fits(self.model)
+        if compile and not self.compiled:
+            log.warning("--compile applies to CPU float32/bfloat16 models only; running eagerly")
+        self._trunk = compile_trunk(self.model) if self.compiled else None
+        if self.packed:
+            parts = (encoder.project_features,) if self.compiled else (
+                encoder.project_features, encoder.context_encoder, self.model.blocks)
+            for part in parts:
+                pack_linears(part)
+            release_freed_memory()
         if self._cuda:
             # fp32 on CUDA means fp32: TF32 matmuls would move scores by ~1e-3, 10× the equality tolerance.
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -114,6 +143,8 @@ class Emotion2vecScorer:
         fit then replay a graph instead of launching the forward's kernels one by one.
         `capture_now=False` captures each bucket when a batch first needs it (benchmarks).
         """
+        if self.compiled and capture_now:
+            self.warm_up(max_samples)
         if not self.cuda_graphs:
             return
         with self._lock, torch.inference_mode():
@@ -124,6 +155,18 @@ class Emotion2vecScorer:
                 ready = self.graphs.prepare()
                 log.info("CUDA graphs ready: %d buckets up to %d waveforms x %d samples",
                          ready, self.graphs.max_batch, self.graphs.max_samples)  # fmt: skip
+
+    def warm_up(self, samples: int) -> float:
+        """Compile the torch.compile'd trunk now for batches of one and of several (`samples`
+        long; other lengths and batch sizes reuse those two dynamic-shape graphs); returns the
+        seconds it took (much less when inductor's cache holds them: `compile_trunk`)."""
+        start = time.perf_counter()
+        rng = np.random.default_rng(0)
+        for rows in (1, 2):
+            self.score([rng.normal(0.0, 0.1, samples).astype(np.float32) for _ in range(rows)])
+        took = time.perf_counter() - start
+        log.info("compiled model ready in %.1f s", took)
+        return took
 
     @property
     def cuda_graphs_ready(self) -> int:
@@ -192,8 +235,8 @@ class Emotion2vecScorer:
         batch equal to that item run alone.
         """
         model, enc = self.model, self.model.modality_encoders["AUDIO"]
-        x = enc.project_features(enc.local_encoder(wav))[:, : valid.shape[1]]
-        x = x + self._positions(enc, x, valid)
+        x = self.frontend(wav)[:, : valid.shape[1]]
+        x = x + positions(enc, x, valid[:, :, None].to(x.dtype))
         batch, steps = valid.shape
         cfg = enc.modality_cfg
         extra = cfg.num_extra_tokens
@@ -204,32 +247,41 @@ class Emotion2vecScorer:
         scale = enc.alibi_scale.clamp_min(0)
         scale = scale if scale.size(0) > 1 else None
         prenet_scale = scale[: cfg.prenet_depth] if scale is not None else None
-        x = self._context_encoder(enc.context_encoder, x, padding, bias, prenet_scale)
+        if self._trunk is not None:  # one mask for every block (Trunk.fits), the compiled blocks
+            x = self._trunk(x, attention_mask(bias, padding, model.blocks[0].attn.num_heads, x.dtype))
+            return x[:, extra:]
+        masks: dict[int, tuple] = {}  # one additive SDPA mask per distinct bias, per forward
+        x = self._context_encoder(enc.context_encoder, x, padding, bias, prenet_scale, masks)
         for block, ab in zip(model.blocks, layer_biases):
-            x = self._block(block, x, padding, ab)
+            x = self._block(block, x, padding, ab, masks)
         if model.norm is not None:
             x = model.norm(x)
         return x[:, extra:]
 
-    def _block(self, block, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """One funasr AltBlock: through one fused SDPA kernel on CUDA, else funasr's own forward."""
+    def _block(
+        self, block, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor, masks: dict[int, tuple]
+    ) -> torch.Tensor:
+        """One funasr AltBlock: through one fused SDPA kernel where `fused_attention`, else funasr's own forward."""
         if self.fused_attention and not block.attn.cosine_attention:
-            return _block_sdpa(block, x, padding, bias)
+            if id(bias) not in masks:  # (the entry keeps `bias` alive: its id names no other tensor meanwhile)
+                masks[id(bias)] = (bias, attention_mask(bias, padding, block.attn.num_heads, x.dtype))
+            return block_sdpa(block, x, masks[id(bias)][1])
         return block(x, padding_mask=padding, alibi_bias=bias)[0]
 
     def _context_encoder(
-        self, encoder, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor | None
+        self, encoder, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor | None,
+        masks: dict[int, tuple],
     ) -> torch.Tensor:
         """funasr's BlockEncoder forward (the audio encoder's own blocks) with `_block` for each block.
 
         funasr's attention asks `padding_mask.any()`, a host sync a CUDA graph cannot capture;
-        `_block_sdpa` masks without asking.
+        `block_sdpa` masks without asking.
         """
         if encoder.norm is not None and not encoder.layer_norm_first:
             x = encoder.norm(x)
         for i, block in enumerate(encoder.blocks):
             ab = bias if scale is None else bias * scale[i if scale.size(0) > 1 else 0].type_as(bias)
-            x = self._block(block, x, padding, ab)
+            x = self._block(block, x, padding, ab, masks)
         if encoder.norm is not None and encoder.layer_norm_first:
             x = encoder.norm(x)
         return x
@@ -262,7 +314,7 @@ class Emotion2vecScorer:
         layers = self._scaled(enc, bias)
         if len(self._biases) >= BIAS_CACHE_LENGTHS:
             self._biases.popitem(last=False)
-        self._biases[key] = (bias.to(dtype), [b.to(dtype).contiguous() for b in layers] if self._cuda else None)
+        self._biases[key] = (bias.to(dtype), _converted(layers, dtype) if self._cuda else None)
         bias, cached = self._biases[key]
         return bias, cached if cached is not None else layers
 
@@ -274,20 +326,6 @@ class Emotion2vecScorer:
             return [bias] * len(self.model.blocks)
         rest = scale[cfg.prenet_depth :]
         return [bias * (rest[i] if rest.size(0) > 1 else rest.squeeze(0)) for i in range(len(self.model.blocks))]
-
-    @staticmethod
-    def _positions(enc, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Apply the convolutional positional encoder with padded frames zeroed before each layer."""
-        encoder = enc.relative_positional_encoder
-        if enc.modality_cfg.conv_pos_pre_ln:
-            x = encoder[0](x)
-            encoder = encoder[1]
-        layers = list(encoder)  # TransposeLast, conv blocks..., TransposeLast
-        keep = valid[:, None, :].to(x.dtype)
-        y = layers[0](x)
-        for layer in layers[1:-1]:
-            y = layer(y * keep)
-        return layers[-1](y)
 
     def utterance_scores(self, output: FrameOutput) -> np.ndarray:
         """Softmax over the labels of the mean frame logits: funasr's utterance score."""
@@ -305,47 +343,32 @@ def normalize_rows(batch: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-5
     return centred * torch.rsqrt(var + eps)
 
 
-def _norms_in_compute_dtype(module: nn.Module, dtype: torch.dtype) -> None:
-    """Swap funasr's Fp32LayerNorm in `module` for nn.LayerNorm computing in `dtype` (CUDA half precision).
-
-    Fp32LayerNorm casts every conv layer's whole output to float32 and back around its norm: two
-    full-size copies per layer, the largest tensors of the forward. CUDA's half-precision layer
-    norm already computes in float32 and rounds once, so the output is the same without them.
-    (Not on the CPU: its bfloat16 kernel rounds twice, and CPU results stay funasr's.)
-    """
-    for name, child in module.named_children():
-        if isinstance(child, Fp32LayerNorm):
-            norm = nn.LayerNorm(child.normalized_shape, eps=child.eps, elementwise_affine=child.elementwise_affine)
-            norm.load_state_dict(child.state_dict())
-            device = next(child.parameters(), torch.empty(0)).device  # none without an affine part
-            setattr(module, name, norm.to(device=device, dtype=dtype))
-        else:
-            _norms_in_compute_dtype(child, dtype)
+def _packed_linear(weight: torch.Tensor, bias: torch.Tensor | None):
+    """The front end's conv matmuls on a weight packed once (models/packed.py)."""
+    packed = pack_weight(weight)
+    return lambda x: linear(x, packed, bias)
 
 
-def _block_sdpa(block, x: torch.Tensor, padding: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """funasr's AltBlock forward (CUDA only) with its attention in one fused
-    scaled_dot_product_attention: the ALiBi bias and the key padding as one additive mask."""
-    attn = block.attn
-    b, n, c = x.shape
-    heads = attn.num_heads
-    if bias.size(1) < heads:  # funasr adds the bias to the first heads only
-        bias = F.pad(bias, (0, 0, 0, 0, 0, heads - bias.size(1)))
-    keys = torch.zeros(b, 1, 1, n, dtype=x.dtype, device=x.device).masked_fill_(padding[:, None, None, :], float("-inf"))
-    mask = bias + keys
+def compile_trunk(model):
+    """The model's transformer (`Trunk`) through torch.compile: inductor's CPU backend with its
+    weights frozen (constant-folded and prepacked for oneDNN) and dynamic batch and length, so
+    one graph serves every chunk length (and one more the batch of one). The compiled code is
+    cached in inductor's cache directory, by default `~/.cache/emostream/inductor`
+    (TORCHINDUCTOR_CACHE_DIR overrides it): a later start with the same model shape, torch and
+    CPU loads it instead of compiling."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "emostream" / "inductor"))
+    trunk = Trunk(model.modality_encoders["AUDIO"].context_encoder, model.blocks, model.norm).eval()
+    return torch.compile(trunk, dynamic=True, options={"freezing": True})
 
-    def attention(h: torch.Tensor) -> torch.Tensor:
-        q, k, v = attn.qkv(h).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
-        return attn.proj(out.transpose(1, 2).reshape(b, n, c))
 
-    if block.layer_norm_first:
-        x = x + attention(block.norm1(x))
-        r = block.mlp(block.norm2(x))
-        return r + block.post_mlp_dropout(r)  # funasr's own residual here
-    x = x + attention(x)
-    r = block.norm1(x)
-    return block.norm2(r + block.mlp(r))
+def _converted(layers: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """Each block's bias in `dtype`, one tensor per distinct source (blocks sharing a bias share
+    its copy, so a forward builds one attention mask for them all)."""
+    done: dict[int, torch.Tensor] = {}
+    for b in layers:
+        if id(b) not in done:
+            done[id(b)] = b.to(dtype).contiguous()
+    return [done[id(b)] for b in layers]
 
 
 __all__ = ["Emotion2vecScorer"]

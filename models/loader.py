@@ -37,6 +37,7 @@ class ModelOptions:
     threads: int | None = None  # CPU threads for torch; None = all cores
     offline: bool = False  # never try to download, only use local files and caches
     cuda_graphs: bool = True  # CUDA: replay captured forwards (models/cuda_graphs.py) where a batch fits
+    compile: bool = False  # CPU: the transformer through torch.compile (inductor), compiled once at start-up and cached
 
     def __post_init__(self):
         if self.model not in SIZES:
@@ -222,7 +223,8 @@ def load_scorer(opts: ModelOptions) -> Scorer:
     elif random:
         log.warning("model %s has RANDOM weights: its scores are not emotion recognition", path)
     scorer = Emotion2vecScorer(
-        auto, model_id=model_id, random_weights=random, dtype=dtype, planted=planted, cuda_graphs=opts.cuda_graphs
+        auto, model_id=model_id, random_weights=random, dtype=dtype, planted=planted, cuda_graphs=opts.cuda_graphs,
+        compile=opts.compile,
     )
     log.info("model %s on %s, precision %s", model_id, device, scorer.precision)
     return scorer

@@ -523,7 +523,9 @@ def run(args) -> int:
         if args.server:
             engine_factory = lambda emit: ServerEngine(args.server, args.token, args.sample_rate, emit, args.context, parties)
         else:
-            config = dataclasses.replace(analyzer_config(args), sample_rate=args.sample_rate)
+            # One stream in this process: --chunk-mode auto is the latency mode (short chunks).
+            config = analyzer_config(args).for_stream(alone=True, chunk_given=args.chunk is not None)
+            config = dataclasses.replace(config, sample_rate=args.sample_rate)
             scorer = load_scorer_from_args(args)
             data = decision_data(args, scorer)
             make = lambda: StreamAnalyzer(scorer, config, profile=data.profile_for(args.context), centroids=data.centroids)

@@ -9,6 +9,7 @@ from `vad`, thresholds from the engine's and the decision layer's configs, serve
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 from dataclasses import fields
@@ -22,7 +23,7 @@ from stream.decision.config import CUE_MODES, DecisionConfig, FocusConfig
 from stream.decision.fear_disgust import DecisionData
 from stream.decision.fusion import FusionConfig
 from stream.decision.quality import QualityBar
-from stream.engine.config import AnalyzerConfig
+from stream.engine.config import CHUNK_MODES, LATENCY_CHUNK_SECONDS, AnalyzerConfig
 from stream.server.settings import ServerSettings
 from vad.config import AGGRESSIVENESS, BACKENDS, VadConfig
 
@@ -43,6 +44,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--offline", action="store_true", default=None, help="never download (or EMOSTREAM_OFFLINE=1)")
     g.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
                    help="on CUDA, launch every forward's kernels instead of replaying captured graphs")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="on the CPU, run the transformer through torch.compile (inductor): compiled at start-up "
+                   "(minutes on 2 cores the first time, then loaded from ~/.cache/emostream/inductor)")
 
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -55,6 +59,11 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
                    help=f"scoring chunk in seconds (default {cfg.chunk_seconds:g}; the live server on CUDA: 0.5)")
     g.add_argument("--chunk-context", type=float, default=None,
                    help=f"left context per chunk, seconds (default {cfg.context_seconds:g})")
+    g.add_argument("--chunk-mode", choices=CHUNK_MODES, default="auto",
+                   help=f"latency: {LATENCY_CHUNK_SECONDS:g} s chunks, window events within ~1 s for about twice the "
+                   "compute; throughput: --chunk's long chunks; auto (default): latency for a stream served alone "
+                   "(listen, a server's only session), else throughput; files recorded by the server: their "
+                   "session.json's mode (replay gives the live events)")
     g.add_argument("--vad", choices=BACKENDS, default=VadConfig.backend, help="VAD backend (%(default)s)")
     g.add_argument("--vad-aggressiveness", type=int, choices=AGGRESSIVENESS, default=VadConfig.aggressiveness)
     g = p.add_argument_group("fear/disgust decision layer (docs/decision-layer.md)")
@@ -87,11 +96,21 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
 def analyzer_config(args) -> AnalyzerConfig:
     """The AnalyzerConfig the analysis options describe."""
     cfg = AnalyzerConfig
+    mode = getattr(args, "chunk_mode", None) or "auto"
+    if mode == "auto" and args.chunk is not None:
+        mode = "throughput"  # a chunk length given is a chunk length kept
+    default_chunk = LATENCY_CHUNK_SECONDS if mode == "latency" else cfg.chunk_seconds
+    chunk = default_chunk if args.chunk is None else args.chunk
+    context = cfg.context_seconds if args.chunk_context is None else args.chunk_context
+    recorded = recorded_chunking(getattr(args, "files", None) or ()) if mode == "auto" and args.chunk_context is None else None
+    if recorded is not None:  # re-analyzing a live recording: its own chunk plan, so the same events
+        mode, chunk, context = recorded
     return AnalyzerConfig(
         window_seconds=args.window,
         hop_seconds=args.hop,
-        chunk_seconds=cfg.chunk_seconds if args.chunk is None else args.chunk,
-        context_seconds=cfg.context_seconds if args.chunk_context is None else args.chunk_context,
+        chunk_seconds=chunk,
+        context_seconds=context,
+        chunk_mode=mode,
         vad=VadConfig(backend=args.vad, aggressiveness=args.vad_aggressiveness),
         decisions=DecisionConfig(
             review_gap=args.review_gap,
@@ -104,6 +123,23 @@ def analyzer_config(args) -> AnalyzerConfig:
             focus=FocusConfig(enabled=not args.no_focus, decide=args.focus_decides),
         ),
     )
+
+
+def recorded_chunking(paths) -> tuple[str, float, float] | None:
+    """(mode, chunk, context) a live recording was analyzed with, when every path is a recording's
+    audio (its session.json beside it records `parameters.chunk_mode`) and they all agree; else None.
+
+    `--chunk-mode auto` on files uses it: a session recorded in the latency mode (a server's lone
+    stream) is re-analyzed in that mode, so replaying it gives the events it gave live.
+    """
+    found = set()
+    for path in paths:
+        try:
+            params = json.loads((Path(path).parent / "session.json").read_text()).get("parameters") or {}
+            found.add((params["chunk_mode"], float(params["chunk_seconds"]), float(params["context_seconds"])))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+    return found.pop() if len(found) == 1 else None
 
 
 def load_scorer_from_args(args) -> Scorer:
@@ -122,6 +158,7 @@ def model_options_from_args(args) -> ModelOptions:
         threads=args.threads,
         offline=args.offline,
         cuda_graphs=args.cuda_graphs,
+        compile=getattr(args, "compile", None),
     )
 
 

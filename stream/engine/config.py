@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from models.errors import ConfigError
 from models.frames import FRAME_STRIDE, LOOKAHEAD, SAMPLE_RATE, seconds_to_samples
 from stream.decision.config import DecisionConfig
 from vad import INPUT_RATES, VadConfig
+
+
+# How a stream's speech is cut into chunks:
+# - throughput: long chunks (chunk_seconds, 2 s by default): the least compute per second of
+#   audio and batch-friendly, at up to a chunk of latency per window;
+# - latency: short chunks (LATENCY_CHUNK_SECONDS) with the same left context, for one stream
+#   served alone (`emostream listen`, a server's only live session): window events within about
+#   1 s, for about twice the compute per second of audio;
+# - auto: the shell decides per stream (listen: latency; the server: latency for a session that
+#   opens while it serves no other, throughput otherwise; files: throughput).
+# The plan depends only on the audio and the resolved mode, which `describe()` records.
+CHUNK_MODES = ("auto", "throughput", "latency")
+LATENCY_CHUNK_SECONDS = 0.5
 
 
 def grid_samples(name: str, seconds: float, minimum: float = 0.0) -> int:
@@ -45,11 +58,14 @@ class AnalyzerConfig:
     hop_seconds: float = 0.1
     chunk_seconds: float = 2.0  # speech is scored in chunks of this length...
     context_seconds: float = 1.0  # ...each with up to this much left context (not re-emitted)
+    chunk_mode: str = "throughput"  # see CHUNK_MODES; "auto" runs as throughput until a shell resolves it
     vad: VadConfig = field(default_factory=VadConfig)
     smoother: SmootherConfig = field(default_factory=SmootherConfig)
     decisions: DecisionConfig = field(default_factory=DecisionConfig)
 
     def __post_init__(self):
+        if self.chunk_mode not in CHUNK_MODES:
+            raise ConfigError(f"chunk_mode must be one of {', '.join(CHUNK_MODES)}, got {self.chunk_mode!r}")
         if self.sample_rate not in INPUT_RATES:
             raise ConfigError(
                 f"sample_rate must be one of {', '.join(map(str, INPUT_RATES))} Hz, "
@@ -90,6 +106,22 @@ class AnalyzerConfig:
         """The longest audio one chunk sends to the model: its context, itself and the lookahead."""
         return self.context_samples + self.chunk_samples + LOOKAHEAD
 
+    @property
+    def resolved_mode(self) -> str:
+        """The mode this config runs in ("auto" not resolved by a shell runs as throughput)."""
+        return "throughput" if self.chunk_mode == "auto" else self.chunk_mode
+
+    def for_stream(self, alone: bool, latency_chunk: float = LATENCY_CHUNK_SECONDS, chunk_given: bool = False
+                   ) -> "AnalyzerConfig":
+        """This config for one stream: "auto" becomes "latency" for a stream served `alone`, else
+        "throughput"; "latency" takes `latency_chunk` unless a chunk length was given explicitly."""
+        mode = self.chunk_mode
+        if mode == "auto":
+            mode = "latency" if alone else "throughput"
+        if mode == "latency" and not chunk_given:
+            return replace(self, chunk_mode=mode, chunk_seconds=latency_chunk)
+        return replace(self, chunk_mode=mode)
+
     def describe(self) -> dict:
         """The parameters a client or a saved result should know about."""
         return {
@@ -99,6 +131,7 @@ class AnalyzerConfig:
             "hop_seconds": self.hop_seconds,
             "chunk_seconds": self.chunk_seconds,
             "context_seconds": self.context_seconds,
+            "chunk_mode": self.resolved_mode,
             "vad": asdict(self.vad),
             "smoother": asdict(self.smoother),
             "decisions": asdict(self.decisions),

@@ -41,6 +41,7 @@ from .scheduler import BatchScheduler
 from .scheduling import Scheduler
 from .session import LiveSession, RecordingFailed, SessionHooks, SessionSpec
 from .sinks import Fanout, SessionOutput, without_feed_messages
+from .device_policy import session_analyzer
 from .settings import ServerSettings, for_device
 from .web_guard import WebGuard
 
@@ -143,7 +144,9 @@ class EmostreamServer:
 
     def open_session(self, spec: SessionSpec, outbox, sample_format: str, replay: Replay | None = None) -> LiveSession:
         """Create, record and register a live session (`replay`: one playing back a recording, stream.server.replay_session)."""
-        config = replace(self.template, sample_rate=spec.sample_rate)
+        # The chunk mode: short chunks for a session opening alone (stream.server.device_policy).
+        config = replace(session_analyzer(self.policy, self.template, len(self.sessions), self.settings.chunk_seconds is not None),
+                         sample_rate=spec.sample_rate)
         profile = self.data.profile_for(spec.context)
         info = {
             "source": spec.source,

@@ -5,11 +5,19 @@ and 2 s chunks (1 s of context: 1.5x the owned audio) keep the most audio per co
 A GPU runs a batch of 128 in a few times the time of a batch of 1: it wants large batches, and
 it has the throughput to spend on shorter chunks, so windows reach clients sooner (a window
 waits for its chunk to fill: 0.5 s chunks keep that wait under the 1 s latency target).
+
+A session that opens while the server serves no other gets the latency mode's short chunks
+(`session_analyzer`, stream.engine.config.CHUNK_MODES): alone it has the cores to spare, and its
+windows arrive within 1 s. Sessions that open beside others get the batch-friendly long chunks.
+A session keeps its mode to its end (its chunk plan depends only on its audio and that mode,
+which session.json records under `parameters`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from stream.engine.config import LATENCY_CHUNK_SECONDS, AnalyzerConfig
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,8 @@ class DevicePolicy:
     max_pending_seconds: float  # audio queued for the model before streams are told 'overload'
     chunk_seconds: float  # live chunks ...
     context_seconds: float  # ... and their left context
+    latency_chunk_seconds: float = LATENCY_CHUNK_SECONDS  # the latency mode's chunks (same context)
+    latency_below: int = 1  # a session opening while fewer others are live gets the latency mode
 
 
 CPU = DevicePolicy(
@@ -38,3 +48,14 @@ CUDA = DevicePolicy(
 def policy_for(device: str) -> DevicePolicy:
     """The defaults for a torch device name ('cpu', 'cuda', 'cuda:1', ...)."""
     return CUDA if str(device).startswith("cuda") else CPU
+
+
+def session_analyzer(policy: DevicePolicy, template: AnalyzerConfig, others_live: int, chunk_given: bool
+                     ) -> AnalyzerConfig:
+    """A new session's analyzer config: the template in the chunk mode this session gets.
+
+    `others_live`: sessions this server serves now; `chunk_given`: --chunk was set (then "auto"
+    is already "throughput" and "latency" keeps that length).
+    """
+    alone = others_live < policy.latency_below
+    return template.for_stream(alone, latency_chunk=policy.latency_chunk_seconds, chunk_given=chunk_given)

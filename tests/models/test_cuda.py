@@ -42,8 +42,8 @@ def test_cuda_precision_against_cpu_float32_and_batch_against_alone(tiny_model_d
     assert gpu.precision == dtype and gpu.fused_attention
     if dtype == "float32":
         assert not torch.backends.cuda.matmul.allow_tf32  # fp32 means fp32
-    else:  # the conv layers' norms compute in the half precision (no float32 round trips)
-        assert not any(type(m).__name__ == "Fp32LayerNorm" for m in gpu.model.modules())
+    else:  # the conv layers' norms compute in the half precision (no float32 round trips, no transposes)
+        assert not gpu.frontend.mixed_norm
     alone = [gpu.score([w])[0] for w in waves]
     batch = gpu.score(waves)
     for w, a, b in zip(waves, alone, batch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -206,24 +208,103 @@ def test_batched_row_normalisation_equals_layer_norm_per_row(rng):
         assert not got[i, n:].any()
 
 
-def test_conv_norms_swapped_for_the_compute_dtype_keep_their_weights(tiny_model_dir, speech):
-    """The CUDA half-precision path drops funasr's float32 casts around the conv layers' norms;
-    in float32 (checked here on the CPU) the swapped model must give the same frames."""
+def test_time_major_front_end_equals_funasr_conv_stack(tiny_model_dir, speech):
+    """The conv front end without transposes (models/frontend.py) computes funasr's local encoder
+    and feature projection, also with non-trivial norm weights (the saved ones are 1 and 0)."""
     import torch
-    from funasr.models.emotion2vec.fairseq_modules import Fp32LayerNorm
-
-    from models.emotion2vec import _norms_in_compute_dtype
 
     model = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="float32", threads=2))
-    extractor = model.model.modality_encoders["AUDIO"].local_encoder
-    norms = [m for m in extractor.modules() if isinstance(m, Fp32LayerNorm)]
-    assert norms
-    with torch.no_grad():  # the saved norms are 1 and 0: give them weights a lost copy would show
-        for m in norms:
+    enc = model.model.modality_encoders["AUDIO"]
+    norms = [block[2][1] for block in enc.local_encoder.conv_layers]
+    with torch.no_grad():  # weights a lost or misplaced affine part would show
+        for m in norms + [enc.project_features[1]]:
             m.weight.uniform_(0.5, 1.5)
             m.bias.uniform_(-0.2, 0.2)
-    before = model.score(speech)
-    _norms_in_compute_dtype(extractor, torch.float32)
-    assert not any(isinstance(m, Fp32LayerNorm) for m in extractor.modules())
-    for a, b in zip(before, model.score(speech)):
-        np.testing.assert_allclose(a.logits, b.logits, atol=1e-5)
+    wav = torch.zeros(2, 40_080)
+    for i, w in enumerate(speech):
+        n = min(len(w), wav.shape[1])
+        wav[i, :n] = torch.as_tensor(w[:n])
+    with torch.inference_mode():
+        ours = model.frontend(wav)
+        theirs = enc.project_features(enc.local_encoder(wav))
+    assert ours.shape == theirs.shape == (2, n_frames(40_080), model.embed_dim) and ours.is_contiguous()
+    torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-5)
+
+
+def test_time_major_positions_equal_funasr_positional_encoder(scorer, rng):
+    """The positional encoder on channels-last views equals funasr's transposing one (no padding)."""
+    import torch
+
+    from models.frontend import positions
+
+    enc = scorer.model.modality_encoders["AUDIO"]
+    x = torch.as_tensor(rng.normal(0, 1, (2, 57, scorer.embed_dim)), dtype=torch.float32)
+    with torch.inference_mode():
+        ours = positions(enc, x, torch.ones(2, 57, 1))
+        theirs = enc.relative_positional_encoder(x)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_front_end_has_no_layout_copies(tiny_model_dir, speech):
+    """funasr's conv stack transposes around each layer norm (and casts to float32 and back in half
+    precision); the scorer's front end copies only the strided frame rows of its k=3 layers."""
+    import torch
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no native bfloat16")
+    low = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="bfloat16", threads=2))
+    wav = torch.as_tensor(speech[0][None, :48_080]).to(torch.bfloat16)
+
+    def large_copies(fn) -> list:
+        with torch.inference_mode(), torch.profiler.profile(record_shapes=True) as prof:
+            fn()
+        return [e.input_shapes[0] for e in prof.events()
+                if e.name == "aten::copy_" and e.input_shapes and math.prod(e.input_shapes[0]) >= 10_000]
+
+    enc = low.model.modality_encoders["AUDIO"]
+    ours = large_copies(lambda: low.frontend(wav))
+    # only the frame rows of the first layer (10 taps at stride 5) and the four k=3, s=2 layers
+    channels = enc.local_encoder.conv_layers[1][0].in_channels
+    assert [shape[-1] for shape in ours] == [10] + [3 * channels] * 4, ours
+    assert len(large_copies(lambda: enc.project_features(enc.local_encoder(wav)))) >= 20  # what it replaces
+
+
+def test_packed_linears_equal_plain_ones_and_keep_funasr_forward(tiny_model_dir, speech):
+    """bfloat16 on the CPU packs the transformer's weights for oneDNN once (models/packed.py): the
+    same kernels as the eager F.linear, so the same frames; funasr's own block forward runs on them."""
+    import torch
+
+    from models.emotion2vec import Emotion2vecScorer
+    from models.packed import PackedLinear
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no native bfloat16")
+    packed = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="bfloat16", threads=2))
+    assert packed.packed and any(isinstance(m, PackedLinear) and m.gelu for m in packed.model.modules())
+    assert not any(type(m) is torch.nn.Linear for m in packed.model.blocks.modules())
+    plain = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="float32", threads=2))
+    plain = Emotion2vecScorer(plain.auto_model, "tiny", True, dtype="bfloat16", packed=False)
+    assert not plain.packed
+    for a, b in zip(packed.score(list(speech)), plain.score(list(speech))):
+        np.testing.assert_allclose(a.logits, b.logits, atol=0.02)  # a few bf16 ulps: GELU fused vs apart
+    x = torch.randn(2, 30, packed.embed_dim).to(torch.bfloat16)  # funasr's own block forward on packed modules
+    with torch.inference_mode():
+        ours, theirs = packed.model.blocks[0](x)[0], plain.model.blocks[0](x)[0]
+    torch.testing.assert_close(ours.float(), theirs.float(), atol=0.05, rtol=0.02)
+
+
+def test_compiled_trunk_equals_eager(tiny_model_dir, speech):
+    """--compile (torch.compile of the transformer, dynamic shapes) gives funasr's float32 frames."""
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("inductor needs a C++ compiler")
+    eager = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="float32", threads=2))
+    compiled = load_scorer(ModelOptions(model_dir=str(tiny_model_dir), device="cpu", dtype="float32", threads=2,
+                                        compile=True))
+    assert compiled.compiled and compiled.warm_up(24_080) > 0
+    waves = [speech[0], speech[1][:20_000]]  # a padded batch, then each alone: lengths the warm-up never ran
+    for batch in (waves, waves[:1], waves[1:]):
+        for a, b in zip(eager.score(batch), compiled.score(batch)):
+            np.testing.assert_allclose(a.logits, b.logits, atol=1e-4)
+            np.testing.assert_allclose(a.features, b.features, atol=1e-4)
