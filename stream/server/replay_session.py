@@ -28,11 +28,11 @@ from datetime import datetime, timezone
 
 from models.errors import ConfigError
 from stream.engine.events import Info, to_dict
-from stream.engine.parties import WHOLE_SESSION, tagged
+from stream.engine.parties import tagged
 from stream.protocol.native import ProtocolError, SESSION_ID_RE, event_message, ready
 from stream.protocol.wire import OpenReplay
 
-from .session import RecordingFailed, SessionHooks, SessionSpec
+from .session import RecordingFailed, SessionHooks, SessionSpec, describe
 
 MARK = {"replay": True}  # added to every message a replay session sends
 ID_PREFIX = "replay-"
@@ -271,19 +271,7 @@ class ReplaySession:
 
     def describe(self) -> dict:
         """The replay as dashboards list it (as `LiveSession.describe`), with `replay: true` and `replay_of`."""
-        info = self.info_event
-        return {
-            **self.summary("live"),
-            "source": self.spec.source,
-            "started_at": self.started_at,
-            "sample_rate": self.spec.sample_rate,
-            "context": self.spec.context,
-            "metadata": self.spec.metadata,
-            "profile": (info.profile or {}).get("name"),
-            "random_weights": info.random_weights,
-            "planted": info.planted,
-            "state": {p.name or WHOLE_SESSION: p.state() for p in self.parties},
-        }
+        return {**describe(self), "replay": True}
 
 
 __all__ = ["MARK", "Replay", "ReplaySession", "marked", "replay_id", "start_replay"]

@@ -179,20 +179,7 @@ class LiveSession:
         can list it too: `profile`, the model's flags, `replay`, and `state` per party ("all"
         when unsplit): the latest window's emotion, score and end, or None before one.
         """
-        info = self.info_event
-        return {
-            **self.summary("live"),
-            "source": self.spec.source,
-            "started_at": self.started_at,
-            "sample_rate": self.spec.sample_rate,
-            "context": self.spec.context,
-            "metadata": self.spec.metadata,
-            "profile": (info.profile or {}).get("name"),
-            "random_weights": info.random_weights,
-            "planted": info.planted,
-            "replay": is_replay({"metadata": self.spec.metadata, "source": self.spec.source}),
-            "state": {p.name or WHOLE_SESSION: p.state() for p in self.parties},
-        }
+        return describe(self)
 
     def summary(self, reason: str = "complete") -> dict:
         """Counts and duration of the session so far; a split session's also per party."""
@@ -281,3 +268,22 @@ class LiveSession:
                         self.hooks.latency(now - party.arrival_of(round(event.end * SAMPLE_RATE)))
             if self.hooks.publish:
                 self.hooks.publish(self, events, party.name)
+
+
+def describe(session) -> dict:
+    """What `describe()` gives for any registered session (live or replayed): summary, spec, model flags, state."""
+    info = session.info_event
+    spec = session.spec
+    return {
+        **session.summary("live"),
+        "source": spec.source,
+        "started_at": session.started_at,
+        "sample_rate": spec.sample_rate,
+        "context": spec.context,
+        "metadata": spec.metadata,
+        "profile": (info.profile or {}).get("name"),
+        "random_weights": info.random_weights,
+        "planted": info.planted,
+        "replay": is_replay({"metadata": spec.metadata, "source": spec.source}),
+        "state": {p.name or WHOLE_SESSION: p.state() for p in session.parties},
+    }
