@@ -50,6 +50,11 @@ _INIT_SCRIPT = """
 })();
 """
 
+# The heap after a full garbage collection (Chromium's --expose-gc): what the page holds, not what awaits collection.
+_LIVE_HEAP = "(() => { if (window.gc) window.gc(); return performance.memory ? performance.memory.usedJSHeapSize : null; })()"
+
+LIVE_HEAP_EVERY = 15.0  # seconds between full collections (each a pause of a few ms)
+
 _SAMPLE = """() => {
   const s = window.emostreamStats || {};  // a few counters: reading them costs the page nothing
   const feed = s.feed || {};
@@ -234,7 +239,7 @@ def _measure(url, token, seconds, expect_calls, chromium, viewport, sample_secon
     page_url = url.rstrip("/") + "/" + (f"#token={token}" if token else "")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-precise-memory-info",
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--enable-precise-memory-info", "--js-flags=--expose-gc",
             "--disable-background-timer-throttling", "--disable-renderer-backgrounding"])
         try:
             context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
@@ -254,7 +259,8 @@ def _measure(url, token, seconds, expect_calls, chromium, viewport, sample_secon
                     break
                 time.sleep(0.05)
             ready_s = time.monotonic() - t0
-            ready_at = sample["now"]
+            live_heaps = [(0.0, page.evaluate(_LIVE_HEAP))]  # (seconds into the run, bytes after a full GC)
+            ready_at = page.evaluate("performance.now()")  # (after that collection: its pause is no steady-state task)
             start = sample
             samples = [sample]
             selected = False
@@ -274,6 +280,8 @@ def _measure(url, token, seconds, expect_calls, chromium, viewport, sample_secon
                         rows.first.click()
                         selected = True
                 samples.append(page.evaluate(_SAMPLE))
+                if n % max(1, round(LIVE_HEAP_EVERY / sample_seconds)) == 0:
+                    live_heaps.append((round(n * sample_seconds, 1), page.evaluate(_LIVE_HEAP)))
             tasks = page.evaluate("window.__dashboardPerf ? window.__dashboardPerf.longtasks : []")
             observer_error = page.evaluate("window.__dashboardPerf && window.__dashboardPerf.error || null")
             context.close()
@@ -297,6 +305,8 @@ def _measure(url, token, seconds, expect_calls, chromium, viewport, sample_secon
         "heap_start": heaps[0] if heaps else None,
         "heap_end": heaps[-1] if heaps else None,
         "heap_max": max(heaps) if heaps else None,
+        # After a full collection every LIVE_HEAP_EVERY seconds: what the page really holds, over the run.
+        "live_heap": live_heaps,
         "rows_max": max(s["rows"] for s in samples),
         "feed_messages_per_s": round(1000 * (end["messages"] - start["messages"]) / elapsed_ms, 2),
         "feed_kbytes_per_s": round((end["bytes"] - start["bytes"]) / elapsed_ms, 2),  # characters ≈ bytes

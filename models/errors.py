@@ -12,7 +12,7 @@ each class's `code` and the layer that defines it:
     │   ├── UnsupportedRate "unsupported_rate"        stream.offline.audio_file
     │   ├── TooManyChannels "unsupported_channels"    stream.offline.audio_file
     │   └── DecodeFailed "decode_failed"              stream.server.predict (the decoder crashed)
-    ├── ProtocolError (code per instance)         stream.protocol: ERROR_CODES of the wire protocols
+    ├── ProtocolError (code per instance)         stream.protocol: the codes of stream.protocol.codes
     ├── Overloaded "overload"                     stream.server.scheduler: the model cannot keep up
     ├── RecordingFailed "recording_failed"        stream.server.session: the disk refused a recording
     ├── TooLarge "too_large"                      stream.server.predict: an upload over a limit (413)
@@ -23,9 +23,9 @@ each class's `code` and the layer that defines it:
         ├── ServerError (the server's code)
         └── StreamClosed "closed"
 
-Shells turn them into answers: WebSocket `error` messages and close codes
-(stream.protocol.native.CLOSING_ERRORS, stream.protocol.closing.CloseCode), HTTP statuses
-(stream.server.http_api), exit codes (stream.cli).
+Shells turn them into answers: WebSocket `error` messages and close codes, HTTP statuses
+(every code a client can read, with its close or status: stream.protocol.codes), exit codes
+(stream.cli).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 from websockets.exceptions import ConnectionClosed
 
+from stream.cli.replay import load_recording, run_replays
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,11 +26,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def unbatched(message: dict) -> list[dict]:
+    """A monitor's message as the messages it carries: a `batch` holds deltas the feed held back, in order."""
+    return message["messages"] if message.get("type") == "batch" else [message]
+
+
 async def read_all(ws, into: list) -> None:
-    """Collect a WebSocket's JSON messages into `into` until it closes."""
+    """Collect a WebSocket's JSON messages into `into` until it closes (a monitor's batches unpacked)."""
     try:
         async for raw in ws:
-            into.append(json.loads(raw))
+            into.extend(unbatched(json.loads(raw)))
     except ConnectionClosed:
         pass
 
@@ -93,3 +101,22 @@ def start_server(model_dir: Path, tmp: Path, *extra: str, token: str | None = "s
             time.sleep(0.3)
     server.stop()
     raise RuntimeError(f"server did not start:\n{log.read_text()}")
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    """Poll `predicate` until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def replay_into(server: Loopback, folders: list[Path], speed: float = 50.0, token: str = "s3cret") -> None:
+    """Replay recordings (bench.drills') through the server's /ws/replay, each to its end: calls with alerts, no model."""
+    recordings = [load_recording(f)[0] for f in folders]
+    with open(os.devnull, "w") as quiet:
+        totals = asyncio.run(run_replays(recordings, server.ws, token=token, speed=speed, echo=False, out=quiet))
+    assert totals.failed == 0 and totals.done == len(folders), totals

@@ -28,10 +28,15 @@ LAYERS = {
     "stream.protocol": 4,
     "stream.offline": 5,
     "stream.client": 6,  # the /ws/stream client: never imports the server
-    "stream.server": 7,
-    "stream.cluster": 8,  # the server on Ray Serve (optional extra)
-    "stream.cli": 9,
-    "server": 10,  # the entry point: nothing imports it
+    # What the server keeps on disk, each on its own: recordings, the access log, what an alert is.
+    "stream.server.recording": 7,
+    "stream.server.audit": 7,
+    "stream.server.alerts": 7,
+    "stream.server.catalog": 8,  # the index of those records: never imports the live server
+    "stream.server": 9,
+    "stream.cluster": 10,  # the server on Ray Serve (optional extra)
+    "stream.cli": 11,
+    "server": 12,  # the entry point: nothing imports it
 }
 
 
@@ -183,6 +188,9 @@ def test_the_guard_fails_an_upward_import(tmp_path):
         ("models.loader", "vad.segmenter", "models may not import vad"),  # same rank, separate layers
         ("vad.segmenter", "stream.engine.analyzer", "vad may not import stream.engine"),
         ("stream.cli.main", "server", "stream.cli may not import server"),
+        ("stream.server.catalog.store", "stream.server.app", "stream.server.catalog may not import stream.server"),
+        ("stream.server.recording", "stream.server.catalog.store",
+         "stream.server.recording may not import stream.server.catalog"),
     ],
 )
 def test_the_guard_fails_each_kind_of_wrong_import(importer, imported, why):

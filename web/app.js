@@ -805,6 +805,9 @@
           this.stats.digests += 1;
           applyDigest(m.sessions);
           break;
+        case "batch": // deltas the server held back to keep the feed within its budget, in order
+          for (const held of m.messages || []) if (held && held.type !== "batch") this.onMessage(held);
+          break;
         case "subscribed": {
           const tl = selection.tl;
           if (!tl || tl.id !== m.session_id) break; // a call selected before this one

@@ -26,6 +26,7 @@ from stream.offline.audio_file import load, load_channels
 from stream.offline.evaluation import EMBEDDING_METHODS, evaluate, plot_embeddings, read_manifest, write_report
 from stream.offline.labelled import embed, find_items, needs_model, saved_model_id
 from stream.offline.split import analyze_channels, write_split_outputs
+from stream.server import audit
 from stream.server.app import serve
 from stream.server.catalog import catalog_url, rebuild_folder, redacted
 from stream.server.recording import repair
@@ -239,6 +240,8 @@ def cmd_serve(args) -> int:
             raise EmostreamError("--demo runs its own random-weight model: leave out --model and --model-dir")
         args.model_dir = str(demo_model_dir())
         print(f"demo: serving the random-weight model in {args.model_dir}\n{RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
+    # Downloads and deletions reach the server log at the default level too: an audit trail, not chatter.
+    audit.log.setLevel(logging.INFO)
     if args.ray:
         return _serve_on_ray(settings, args)
     serve(settings, load_scorer_from_args(args))

@@ -24,7 +24,7 @@ from stream.decision.fear_disgust import DecisionData
 from stream.decision.fusion import FusionConfig
 from stream.decision.quality import QualityBar
 from stream.engine.config import CHUNK_MODES, LATENCY_CHUNK_SECONDS, AnalyzerConfig
-from stream.server.settings import ServerSettings
+from stream.server.settings import ServerSettings, repeated
 from vad.config import AGGRESSIVENESS, BACKENDS, VadConfig
 
 
@@ -167,7 +167,7 @@ def decision_data(args, scorer: Scorer) -> DecisionData:
     return DecisionData.load(scorer, args.profiles, args.centroids)
 
 
-SECRET_SUFFIXES = ("token", "password")  # server options whose values are credentials
+SECRET_SUFFIXES = ("token", "password", "secret", "api_key")  # server options whose values are credentials
 _URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")  # scheme://user:PASSWORD@host
 
 
@@ -178,8 +178,10 @@ def _server_options():
 
 def shown_default(name: str, value) -> str:
     """A default as --help prints it: a credential (from EMOSTREAM_*) as ***, a URL's password masked."""
-    if value is not None and name.endswith(SECRET_SUFFIXES):
+    if value is not None and value != () and name.endswith(SECRET_SUFFIXES):
         return "***"
+    if isinstance(value, tuple):  # a repeatable option's values, as EMOSTREAM_* holds them
+        return " ".join(shown_default(name, item) for item in value) or "none"
     if isinstance(value, str):
         value = _URL_PASSWORD.sub(r"\1***@", value)
     return str(value).replace("%", "%%")  # argparse %-formats help texts
@@ -198,10 +200,23 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         kind, help = f.metadata["kind"], f"{f.metadata['help']} (or EMOSTREAM_{f.name.upper()})"
         if kind is bool:
             group.add_argument(flag, action="store_true", default=f.default if env is None else env == "1", help=help)
+        elif f.metadata.get("many"):  # repeatable; EMOSTREAM_<NAME> holds several, separated by whitespace
+            default = f.default if env is None else repeated(env, kind)
+            help = f"{f.metadata['help']} (or EMOSTREAM_{f.name.upper()}: several separated by spaces)"
+            group.add_argument(flag, action=Repeated, type=kind, default=default,
+                               help=f"{help}; default {shown_default(f.name, default)}")
         else:
             default = f.default if env is None else kind(env)
             # Not %(default)s: --help would print the secrets read from the environment.
             group.add_argument(flag, type=kind, default=default, help=f"{help}; default {shown_default(f.name, default)}")
+
+
+class Repeated(argparse.Action):
+    """A repeatable option collecting a tuple: the values given replace its default (EMOSTREAM_*'s), never add to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, (*(() if given is self.default else given), values))
 
 
 def settings_from_args(args, analyzer: AnalyzerConfig) -> ServerSettings:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import connect
@@ -63,6 +63,9 @@ class Client:
     Entering sends `start` and waits for `ready` (`session_id`, `parties`, `parameters` are then
     set); a refused handshake raises HandshakeRefused, a refused start ServerError. Leaving
     closes the connection; call `stop()` (or `finish()`) first for the final events and summary.
+    With `resume=True`, audio sent after the connection dropped reconnects first and continues the
+    same session (`start` with `resume: true` and the `ready`'s `resume_token`; docs/protocol.md,
+    "Resuming"); events the server published while it was down are in its recording, not here.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class Client:
         metadata: dict | None = None,
         ssl=None,
         open_timeout: float = 15.0,
+        resume: bool = False,
     ):
         self.url = stream_url(url)
         start = StartMessage(sample_rate, encoding, channels=channels, session_id=session_id, context=context,
@@ -92,6 +96,9 @@ class Client:
         self.token = token
         self.ssl = ssl
         self.open_timeout = open_timeout
+        self.resume = resume
+        self.resume_token: str | None = None  # the `ready`'s: what continues this session after a drop
+        self.resumed: dict | None = None  # the last resumption's `ready.resumed` (gap_seconds, received_seconds)
         self.session_id: str | None = None
         self.parties: tuple[str, ...] = ()
         self.parameters: dict = {}
@@ -110,8 +117,8 @@ class Client:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    async def open(self) -> None:
-        """Connect, send `start`, and wait for `ready`."""
+    async def open(self, start: StartMessage | None = None) -> None:
+        """Connect, send `start` (this client's, unless another is given), and wait for `ready`."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         extra = {"ssl": self.ssl} if self.ssl is not None else {}
         try:
@@ -123,19 +130,28 @@ class Client:
             raise HandshakeRefused(self.url, exc.response.status_code) from None
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
             raise ConnectError(f"cannot connect to {self.url}: {exc or type(exc).__name__}") from None
+        mark = len(self._inbox)  # a reconnection's inbox may still hold the old connection's unread messages
         self._reader = asyncio.create_task(self._read())
         try:
-            await self._ws.send(json.dumps(self.start.to_dict()))
-            first = await asyncio.wait_for(self._peek(), self.open_timeout)
+            await self._ws.send(json.dumps((start or self.start).to_dict()))
+            first = await asyncio.wait_for(self._peek(mark), self.open_timeout)
         except ConnectionClosed:
-            first = await self._peek()
+            first = await self._peek(mark)
         except asyncio.TimeoutError:
             await self.close()
             raise ConnectError(f"{self.url} sent no ready within {self.open_timeout:g} s of start") from None
+        if mark and isinstance(first, dict) and first.get("type") == "ready":
+            del self._inbox[mark]  # a resumed session's `ready` (its `resumed` says what the gap was)
+            self.resumed = first.get("resumed")
+            return
+        if mark and isinstance(first, dict) and first.get("type") == "error":  # the resume was refused
+            await self.close()
+            raise ServerError(str(first.get("code")), str(first.get("message", "")))
         if isinstance(first, dict) and first.get("type") == "ready":
             self.session_id = first.get("session_id")
             self.parties = tuple(first.get("parties") or ())
             self.parameters = first.get("parameters") or {}
+            self.resume_token = first.get("resume_token") or self.resume_token
             return
         try:  # the start was refused (an error) or the connection closed: raise it
             async for _ in self.messages():
@@ -172,11 +188,11 @@ class Client:
         self._inbox.append(item)
         self._arrived.set()
 
-    async def _peek(self):
-        while not self._inbox:
+    async def _peek(self, index: int = 0):
+        while len(self._inbox) <= index:
             self._arrived.clear()
             await self._arrived.wait()
-        return self._inbox[0]
+        return self._inbox[index]
 
     # ---- sending -------------------------------------------------------------------------
     async def send(self, samples) -> None:
@@ -198,7 +214,23 @@ class Client:
         try:
             await self._ws.send(data)
         except ConnectionClosed:
-            raise self.closed_error() from None
+            if not self._resumable():
+                raise self.closed_error() from None
+            await self.reconnect()
+            await self._ws.send(data)
+
+    def _resumable(self) -> bool:
+        """The connection dropped (no close frame from the server, or a lost one) and this session may go on."""
+        return (self.resume and self.resume_token is not None and not self._stopped
+                and self.close_code is None)
+
+    async def reconnect(self) -> None:
+        """Continue this session on a new connection after the old one dropped (`resume: true`)."""
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        while self._inbox and isinstance(self._inbox[-1], _Closed):  # the dropped connection's end: not the session's
+            self._inbox.pop()
+        await self.open(replace(self.start, session_id=self.session_id, resume=True, resume_token=self.resume_token))
 
     @property
     def close_code(self) -> int | None:

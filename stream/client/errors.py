@@ -9,7 +9,7 @@ from stream.protocol.native import close_code
 # Why a refused handshake was refused, by HTTP status (the server answers these before accepting).
 REFUSALS = {
     401: "a missing or wrong token",
-    403: "a missing or wrong token, or a credential without the stream right",
+    403: "a credential without the stream right, or a web page of another origin",
     421: "this Host name is not one the server answers (its --allowed-hosts)",
 }
 CLOSE_MEANINGS = {LOST: "the connection was lost without a close frame", **{int(c): c.meaning for c in CloseCode}}

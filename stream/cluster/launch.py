@@ -22,7 +22,7 @@ from ray.serve import Application
 
 from models.errors import ConfigError
 from models.loader import ModelOptions
-from stream.server.settings import ServerSettings, for_device, is_loopback
+from stream.server.settings import ServerSettings, for_device, is_loopback, repeated
 
 from .hub import SessionHub
 from .ingress import IngressDeployment
@@ -37,7 +37,8 @@ LOGGING = {"enable_access_log": False, "log_level": "WARNING"}
 PROXY_MAX_MESSAGE_BYTES = 16 << 20
 # Credentials a Serve config may not hold (Serve logs an application's args when it builds it, and
 # `serve config` prints them): they come from EMOSTREAM_<NAME> in the runtime environment.
-SECRETS = ("token", "stream_token", "watch_token", "admin_token", "twilio_auth_token", "mqtt_password")
+SECRETS = ("token", "stream_token", "watch_token", "admin_token", "twilio_auth_token", "mqtt_password",
+           "webhook_secret", "audiohook_api_key", "audiohook_client_secret")
 # Where and how Serve's HTTP proxies listen: `serve --ray`'s options, or a Serve config's `http_options`.
 HTTP_FIELDS = ("host", "port", "ssl_certfile", "ssl_keyfile")
 
@@ -95,6 +96,8 @@ def check_settings(settings: ServerSettings) -> None:
     if settings.max_message_bytes > PROXY_MAX_MESSAGE_BYTES:
         raise ConfigError(f"--max-message-bytes must be at most {PROXY_MAX_MESSAGE_BYTES} on Ray: "
                           "Serve's HTTP proxy takes WebSocket messages up to that size, whatever the application says")
+    if settings.webhook:  # each ingress replica would deliver every replica's outbox rows (docs/webhooks.md)
+        raise ConfigError("--webhook is not supported on Ray yet: serve webhooks from a single-process server")
     if not is_loopback(settings.host) and not settings.allowed_hosts:
         raise ConfigError(f"serving on {settings.host} on Ray needs --allowed-hosts (args.server.allowed_hosts in a "
                           "Serve config): the Host names clients use")
@@ -156,8 +159,11 @@ def server_values(values: dict, environ, http: dict | None) -> dict:
     if urlsplit(str(values.get("mqtt") or "")).password:
         raise ConfigError("args.server.mqtt: keep the password out of the URL; "
                           "set EMOSTREAM_MQTT_PASSWORD in the runtime environment")
+    if urlsplit(str(values.get("catalog") or "")).password:
+        raise ConfigError("args.server.catalog: keep the password out of the URL; "
+                          "set EMOSTREAM_CATALOG (the whole URL) in the runtime environment")
     merged = dict(values)
-    for name in (*SECRETS, "mqtt"):  # (a whole mqtt URL, password included, may come from the environment)
+    for name in (*SECRETS, "mqtt", "catalog"):  # (whole URLs, passwords included, may come from the environment)
         if merged.get(name) is None and environ.get(f"EMOSTREAM_{name.upper()}"):
             merged[name] = environ[f"EMOSTREAM_{name.upper()}"]
     for name in HTTP_FIELDS if http is not None else ():
@@ -175,7 +181,9 @@ def settings_from_mapping(values: dict) -> ServerSettings:
     unknown = set(values) - set(kinds)
     if unknown:
         raise ValueError(f"unknown server setting(s): {', '.join(sorted(unknown))}")
-    return ServerSettings(**{k: v if v is None else kinds[k](v) for k, v in values.items()})
+    many = {f.name for f in fields(ServerSettings) if f.metadata.get("many")}  # (a list, or a string of several)
+    return ServerSettings(**{k: v if v is None else repeated(v, kinds[k]) if k in many else kinds[k](v)
+                             for k, v in values.items()})
 
 
 def run(settings: ServerSettings, model: ModelOptions, options: ClusterOptions) -> None:

@@ -19,11 +19,13 @@ class StartMessage:
     metadata: dict = field(default_factory=dict)  # any JSON object, recorded with the session
     split_channels: bool = False  # analyze each channel as its own party instead of the mix
     parties: tuple[str, ...] = ()  # the channels' party names when split; default "0", "1", ...
+    resume: bool = False  # continue `session_id`, whose socket dropped less than --resume-seconds ago
+    resume_token: str | None = None  # the `ready` message's `resume_token` of that session: proof it is ours
 
     def to_dict(self) -> dict:
         """The message as a client sends it (JSON-ready; unset optional fields left out)."""
         body = {"type": "start", "sample_rate": self.sample_rate, "encoding": self.encoding, "channels": self.channels}
-        for name in ("session_id", "context"):
+        for name in ("session_id", "context", "resume_token"):
             if getattr(self, name) is not None:
                 body[name] = getattr(self, name)
         if self.metadata:
@@ -32,6 +34,8 @@ class StartMessage:
             body["split_channels"] = True
         if self.parties:
             body["parties"] = list(self.parties)
+        if self.resume:
+            body["resume"] = True
         return body
 
     @property

@@ -34,6 +34,8 @@ from vad import INPUT_RATES
 
 from . import mulaw
 from .closing import CloseCode
+from .codes import STREAM_ERRORS, closing, meanings
+from .limits import STREAM_BEFORE_START
 from .messages import ClientMessage, StartMessage, StopMessage
 from .wire import Action, EndSession, FeedAudio, OpenSession, Verdict
 
@@ -51,61 +53,16 @@ SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # 1-64 chars, 
 
 START_FIELDS = (
     "type", "sample_rate", "encoding", "channels", "session_id", "context", "metadata", "split_channels", "parties",
+    "resume", "resume_token",
 )
+RESUME_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
-# Every error code a client can receive, with what it means (docs/protocol.md lists them too).
-ERROR_CODES: dict[str, str] = {
-    "bad_json": "a text message is not a JSON object",
-    "unknown_type": "a text message's `type` is missing or not one the server knows",
-    "bad_start": "a `start` field is missing, unknown or of the wrong type or length",
-    "unsupported_rate": "`sample_rate` is not one of the supported rates",
-    "unsupported_encoding": "`encoding` is not one of the supported encodings",
-    "unsupported_channels": "`channels` is below 1 or above the server's maximum",
-    "bad_split": "`split_channels` asked of a stream with one channel",
-    "bad_parties": "`parties` is not a list of distinct names (1-32 of A-Z a-z 0-9 _ -, not \"all\"), "
-    "is given without `split_channels`, or names more or fewer parties than `channels`",
-    "unknown_track": "a Twilio track name that is neither inbound nor outbound (in `tracks`, a media "
-    "message or the `track` <Parameter>), or a party <Parameter> for a track not streamed",
-    "already_started": "a second `start` on the same connection",
-    "not_started": "`stop` before `start`",
-    "audio_before_start": "a binary message before `start`",
-    "already_stopped": "a message after `stop`",
-    "binary_expected": "audio sent inside a JSON text message instead of a binary message",
-    "text_expected": "a binary message where only JSON text is accepted (/ws/twilio)",
-    "odd_byte_count": "a binary message that is not a whole number of sample frames",
-    "bad_audio": "audio samples that cannot be used (NaN or infinite floats)",
-    "message_too_large": "a message over the server's --max-message-bytes",
-    "session_in_use": "the `session_id` names a running or recorded session",
-    "server_full": "the server runs --max-sessions streams already; try again later",
-    "start_timeout": "no valid `start` arrived in time after the connection opened",
-    "too_many_messages": "too many messages before a valid `start`",
-    "recording_failed": "the server could not record the session (disk full?); the session ended",
-    "session_too_long": "the session reached --max-session-seconds of audio",
-    "unauthorized": "the token is missing or wrong",
-    "overload": "the server cannot keep up with this session; try again later",
-    "internal": "the server failed; the details are in its log",
-    "bad_message": "a `stop` with fields, or a Twilio message lacking a field or with one of "
-    "the wrong type",
-    "bad_payload": "a Twilio media payload is not valid base64",
-    "twilio_format": "the Twilio stream is not μ-law 8000 Hz mono, or lacks a track to analyze",
-    "twilio_sequence": "Twilio messages out of order: media before start, start twice, "
-    "anything after stop, a sequence number going back or a stream SID changing",
-}
+# Every error code a client can receive, with when it is sent (stream.protocol.codes: the one registry).
+ERROR_CODES: dict[str, str] = meanings(STREAM_ERRORS)
 
 # The errors that end the connection, with their close code. Every other error answers one
 # message, which is ignored: the client may correct it (send a valid start, the next frame).
-CLOSING_ERRORS: dict[str, CloseCode] = {
-    "message_too_large": CloseCode.TOO_BIG,
-    "session_too_long": CloseCode.POLICY,
-    "unauthorized": CloseCode.POLICY,
-    "twilio_format": CloseCode.POLICY,  # a Twilio stream that cannot be analyzed is not retried
-    "overload": CloseCode.TRY_AGAIN,
-    "server_full": CloseCode.TRY_AGAIN,
-    "start_timeout": CloseCode.POLICY,
-    "too_many_messages": CloseCode.POLICY,
-    "recording_failed": CloseCode.INTERNAL,
-    "internal": CloseCode.INTERNAL,
-}
+CLOSING_ERRORS: dict[str, CloseCode] = closing(STREAM_ERRORS)
 
 
 def close_code(code: str) -> CloseCode | None:
@@ -291,16 +248,37 @@ def parse_start(fields: Mapping, max_channels: int = 2) -> StartMessage:
         raise ProtocolError(
             "bad_split", "split_channels needs a stream of two or more channels; this start has channels: 1"
         )
+    session_id = check_session_id(fields.get("session_id"))
+    resume, token = check_resume(fields.get("resume"), fields.get("resume_token"), session_id)
     return StartMessage(
         sample_rate=check_sample_rate(fields["sample_rate"]),
         encoding=check_encoding(fields["encoding"]),
         channels=channels,
-        session_id=check_session_id(fields.get("session_id")),
+        session_id=session_id,
         context=check_context(fields.get("context")),
         metadata=check_metadata(fields.get("metadata")),
         split_channels=split,
         parties=parties,
+        resume=resume,
+        resume_token=token,
     )
+
+
+def check_resume(resume, token, session_id: str | None) -> tuple[bool, str | None]:
+    """`resume` and `resume_token` of a `start`: both, with the session's id, or neither."""
+    if resume is None and token is None:
+        return False, None
+    if not isinstance(resume, bool):
+        raise ProtocolError("bad_start", f"resume must be true or false, got {show(resume)}")
+    if not resume:
+        if token is not None:
+            raise ProtocolError("bad_start", "resume_token goes with resume: true")
+        return False, None
+    if session_id is None:
+        raise ProtocolError("bad_start", "resume: true needs the session_id of the session to continue")
+    if not isinstance(token, str) or not RESUME_TOKEN_RE.fullmatch(token):
+        raise ProtocolError("bad_start", "resume: true needs the resume_token its `ready` message gave")
+    return True, token
 
 
 def _reject_constant(name: str):
@@ -391,10 +369,9 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
-# Messages a socket may send before its session starts: enough to correct a few bad starts, too
-# few to make the server hold or answer much for a client that never starts.
-MAX_MESSAGES_BEFORE_START = 32
-RESERVED_ID_PREFIXES = ("twilio-",)  # ids the telephony connectors give their sessions
+MAX_MESSAGES_BEFORE_START = STREAM_BEFORE_START  # messages a socket may send before its session starts
+# Ids the telephony connectors give their sessions (docs/connectors.md): a /ws/stream client never takes one first.
+RESERVED_ID_PREFIXES = ("twilio-", "audiohook-", "vonage-", "jambonz-", "audiofork-")
 
 
 class ClientStream:
@@ -434,7 +411,8 @@ class ClientStream:
             return [EndSession(reply=True)]
         if message.session_id and message.session_id.startswith(RESERVED_ID_PREFIXES):
             self.refused()
-            raise ProtocolError("bad_start", "session ids starting with 'twilio-' belong to /ws/twilio streams")
+            raise ProtocolError("bad_start", f"session ids starting with {', '.join(map(repr, RESERVED_ID_PREFIXES))} "
+                                             "belong to the telephony connectors' streams")
         fmt = "float32" if message.encoding == "pcm_f32le" else "int16"
         return [OpenSession(message, message.party_names, fmt)]
 
@@ -495,10 +473,14 @@ class ClientStream:
 # ---------------------------------------------------------------------------------------------
 # Server -> client: JSON-ready dicts, one builder per kind.
 
-def ready(session_id: str, parameters: dict, parties: tuple[str, ...] = ()) -> dict:
+def ready(session_id: str, parameters: dict, parties: tuple[str, ...] = (), resume_token: str | None = None,
+          resumed: dict | None = None) -> dict:
     """The session is running: send audio now. `parameters` are the analyzer's settings.
 
     A split session lists its `parties` in channel order; its events carry one of them each.
+    `resume_token` lets this client continue the session if its socket drops (`start` with
+    `resume: true`); `resumed`, on such a continuation, says how long the gap was and how much
+    audio the session had (`gap_seconds`, `received_seconds`).
     """
     body = {
         "type": "ready",
@@ -508,6 +490,10 @@ def ready(session_id: str, parameters: dict, parties: tuple[str, ...] = ()) -> d
     }
     if parties:
         body["parties"] = list(parties)
+    if resume_token is not None:
+        body["resume_token"] = resume_token
+    if resumed is not None:
+        body["resumed"] = resumed
     return body
 
 

@@ -27,6 +27,8 @@ from dataclasses import MISSING, fields
 from models.errors import EmostreamError
 from stream.engine.events import EVENT_TYPES, from_dict
 
+from .codes import REPLAY_ERRORS, meanings
+from .limits import REPLAY_BEFORE_START
 from .messages import StartMessage
 from .native import (
     MAX_METADATA_DEPTH,
@@ -60,18 +62,12 @@ MAX_TEXT_CHARS = 4000  # any string field of an event (a review's evidence is a 
 MAX_NAME_CHARS = 64  # labels, emotions, score keys
 MAX_SCORES = 64  # entries of a score mapping (nine labels in practice)
 MAX_PARTIES = 16
-MAX_MESSAGES_BEFORE_START = 8  # a replay client sends replay_start first; a few corrections at most
+MAX_MESSAGES_BEFORE_START = REPLAY_BEFORE_START
 RENAMED = {"from_emotion": "from", "to_emotion": "to"}  # `to_dict`'s names of Transition's fields
 TIME_FIELDS = ("start", "end", "time", "confirmed_at")  # stream seconds: finite, >= 0, within the limit
 
 # The error codes this protocol adds to stream.protocol.native.ERROR_CODES (docs/protocol.md, "Replay").
-REPLAY_ERROR_CODES: dict[str, str] = {
-    "bad_replay": "a `replay_start` field is missing, unknown or of the wrong type, or its `info` events do not "
-    "match its parties",
-    "bad_event": "an `events` message that is not a list of 1-1000 known event bodies (window, segment, "
-    "transition, review, dual_emotion) with exactly their fields, each of its type, and a party "
-    "only where the session has parties; the whole message was ignored",
-}
+REPLAY_ERROR_CODES: dict[str, str] = meanings(REPLAY_ERRORS)
 
 
 def _is_number(value) -> bool:

@@ -31,6 +31,7 @@ from models.errors import EmostreamError
 
 from . import mulaw
 from .closing import CloseCode
+from .limits import TWILIO_BEFORE_START
 from .native import (
     MAX_CONTEXT_CHARS,
     ProtocolError,
@@ -171,7 +172,7 @@ class TwilioStream:
     """
 
     source = "twilio"
-    max_messages_before_start = 8  # connected, start, and a little slack: Twilio sends no more
+    max_messages_before_start = TWILIO_BEFORE_START  # connected, start, and a little slack
 
     def __init__(self, track: str | None = None):
         if track is not None and track not in TRACKS:

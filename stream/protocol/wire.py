@@ -74,7 +74,16 @@ class ReplayEvents:
     events: tuple
 
 
-Action = Union[OpenSession, FeedAudio, EndSession, Notice, OpenReplay, ReplayEvents]
+@dataclass(frozen=True)
+class Reply:
+    """A message of the protocol's own for its client (AudioHook's `opened`, `pong`, `closed`), sent at once, in order.
+
+    Its connection sends it (stream.server.audiohook.AudioHookConnection, given to `serve_wire`)."""
+
+    message: dict
+
+
+Action = Union[OpenSession, FeedAudio, EndSession, Notice, OpenReplay, ReplayEvents, Reply]
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,12 @@ class Verdict:
 
 
 class WireProtocol(Protocol):
-    """One connection's protocol state; the socket loop feeds it messages and performs its actions."""
+    """One connection's protocol state; the socket loop feeds it messages and performs its actions.
+
+    A protocol whose peer stops by closing the connection, with no stop message (AudioSocket, the
+    JSON-then-PCM connectors), says so with a class attribute `ends_on_close = True`: the loop then
+    completes its session on that close (its EndSession) instead of recording it "disconnected".
+    """
 
     source: str  # what sessions from this protocol are recorded as ("native", "twilio", ...)
     max_messages_before_start: int  # messages a socket may send before its session starts
@@ -106,5 +120,5 @@ class WireProtocol(Protocol):
         """What an error means on this protocol; `started`: a session is running."""
 
 
-__all__ = ["Action", "EndSession", "FeedAudio", "Notice", "OpenReplay", "OpenSession", "ReplayEvents", "Verdict",
-           "WireProtocol"]
+__all__ = ["Action", "EndSession", "FeedAudio", "Notice", "OpenReplay", "OpenSession", "ReplayEvents", "Reply",
+           "Verdict", "WireProtocol"]

@@ -26,24 +26,32 @@ from models.scoring import Scorer
 from stream.decision.fear_disgust import DecisionData
 from stream.protocol.native import WHOLE_SESSION, ProtocolError, event_message
 
-from . import http_api, live_ws, predict
+from . import audiohook, http_api, live_ws, predict
 from .alerts import Alert
+from .audiosocket_server import AudioSocketListener
 from .audit import AccessLog
+from .connectors import ROUTES as CONNECTOR_ROUTES
 from .auth import AccessGate
 from .metrics import ServerMetrics
 from .mqtt import MqttPublisher
 from .monitor_feed import MonitorFeed
 from .peers import NoPeers, Peers
-from .recording import SessionRecorder, list_sessions, repair
+from .recording import SessionRecorder, list_sessions, load_session, repair
 from .replay_session import Replay
 from .retention import sweep_forever
 from .scheduler import BatchScheduler
 from .scheduling import Scheduler
 from .session import LiveSession, RecordingFailed, SessionHooks, SessionSpec
+from .resumption import Resumption
+from .session_catalog import SessionCatalog
 from .sinks import Fanout, SessionOutput, without_feed_messages
 from .device_policy import session_analyzer
 from .settings import ServerSettings, for_device
 from .web_guard import WebGuard
+from .webhooks import api as webhooks_api
+from .webhooks.delivery import WebhookOutbox
+from .webhooks.receivers import receivers as webhook_receivers
+from .webhooks.schedule import RetrySchedule
 
 log = logging.getLogger("emostream.server")
 WEB_ROOT = Path(__file__).resolve().parents[2] / "web"  # the dashboard's static files
@@ -63,6 +71,9 @@ class EmostreamServer:
         self.data = DecisionData.load(scorer, settings.profiles, settings.centroids)
         self.metrics = ServerMetrics()
         self.sessions: dict[str, LiveSession] = {}
+        self.outputs: dict[str, SessionOutput] = {}  # each live session's output (a resumed one gets a new client)
+        # Sessions whose connection dropped wait --resume-seconds for their client (stream.server.resumption).
+        self.resumption = Resumption(settings.resume_seconds, lambda session: self.close_session(session, "disconnected"))
         self.monitor = MonitorFeed(lambda: self.live_sessions())  # /ws/monitor (docs/monitor.md)
         # Told of each alert this server raises, before the monitors (the catalog): hook(alert, body),
         # `body` the JSON the monitors get (Alert.to_dict() plus "at", "state", "ack").
@@ -73,16 +84,21 @@ class EmostreamServer:
         self._make_scheduler = scheduler or local_scheduler
         self.scheduler: Scheduler | None = None  # made on the server's event loop (startup)
         self.mqtt: MqttPublisher | None = None
+        self.catalog: SessionCatalog | None = None  # opened at startup (docs/server.md, Session catalog)
+        self.webhooks: WebhookOutbox | None = None  # with --webhook, opened at startup (docs/webhooks.md)
         self.access_log = AccessLog(settings.recordings)
         self.predicts_running = 0  # /api/predict analyses in progress
         self.unstarted = 0  # stream sockets open whose session has not started (--max-unstarted)
         self._retention: asyncio.Task | None = None
+        self.audiosocket: AudioSocketListener | None = None  # --audiosocket-port
 
     async def startup(self) -> None:
         """Create the scheduler on the server's event loop."""
         self.settings.recordings.mkdir(parents=True, exist_ok=True, mode=0o700)
         await self.peers.join(self)  # their live sessions are not "interrupted"
         self.repair_interrupted()
+        await self.open_catalog()
+        await self.open_webhooks()
         if self.settings.retention is not None:  # sweeps at once, then periodically
             self._retention = asyncio.get_running_loop().create_task(
                 sweep_forever(self.settings.recordings, self.settings.retention, self.live_ids, self.access_log),
@@ -99,6 +115,28 @@ class EmostreamServer:
             self.sinks.add(without_feed_messages(self.mqtt.publish))  # MQTT as before the feed
         await self.peers.serve(self)
         self.monitor.start()  # its digests
+        if self.settings.audiosocket_port is not None:  # Asterisk's TCP connector (docs/connectors/asterisk.md)
+            self.audiosocket = AudioSocketListener(self)
+            await self.audiosocket.start()
+
+    async def open_catalog(self) -> None:
+        """Open the session catalog, feed it this server's sessions, alerts and access log, reconcile it."""
+        self.catalog = await SessionCatalog.open(self.settings.recordings, self.settings.catalog)
+        self.access_log.listeners.append(self.catalog.accessed)
+        self.on_alert.append(self.catalog.alerted)
+        self.catalog.reconcile_soon(self.settings.recordings, self.live_ids)  # after repair: it indexes the repaired
+
+    async def open_webhooks(self) -> None:
+        """With --webhook: open the outbox beside the recordings and make it a sink of the fan-out."""
+        if not self.settings.webhook:
+            return
+        ceiling = self.settings.webhook_max_delay
+        schedule = RetrySchedule(first=min(RetrySchedule.first, ceiling), ceiling=ceiling,
+                                 give_up=self.settings.webhook_give_up_hours * 3600.0)
+        self.webhooks = await WebhookOutbox.open(self.settings.recordings,
+                                                 webhook_receivers(self.settings.webhook, self.settings.webhook_secret),
+                                                 schedule, self.settings.webhook_timeout)
+        self.sinks.add(self.webhooks.send)  # starts, alerts, acknowledgements and ends (webhooks.payloads)
 
     async def prepare_model(self) -> None:
         """Capture the model's CUDA graphs for this server's batches and chunks before streams arrive."""
@@ -117,24 +155,35 @@ class EmostreamServer:
             if meta.get("status") != "live" or sid in live or not _started_before(meta.get("started_at"), settled):
                 continue  # (a peer's session opened since `live` was taken is younger than the grace)
             log.warning("repaired interrupted session %s: %s", sid, repair(self.settings.recordings / sid))
+            if self.catalog is not None:  # (at start-up it is not open yet: its reconcile reads the repair)
+                self.catalog.repaired(load_session(self.settings.recordings, sid))
 
     async def shutdown(self) -> None:
         """Stop the scheduler and close any recording still open."""
         await self.peers.leave(self)
+        if self.audiosocket is not None:
+            await self.audiosocket.stop()
         if self._retention is not None:
             self._retention.cancel()
         for session in list(self.sessions.values()):
             session.close("server_shutdown")
+            self._catalog_ended(session)
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.mqtt is not None:
             await self.mqtt.stop()
         await self.monitor.stop()
+        if self.webhooks is not None:  # what is undelivered stays in the outbox for the next start
+            webhooks, self.webhooks = self.webhooks, None
+            await webhooks.close()
+        if self.catalog is not None:
+            catalog, self.catalog = self.catalog, None
+            await catalog.close()
 
     # -- sessions --
     def refusal(self) -> str | None:
         """Why a new stream cannot start now, or None."""
-        if len(self.sessions) >= self.settings.max_sessions:
+        if len(self.sessions) - self.resumption.suspended >= self.settings.max_sessions:  # (a resume takes its own slot)
             self.metrics.sessions_refused.labels("max_sessions").inc()
             return f"server full: {self.settings.max_sessions} sessions"
         if self.scheduler.saturated:
@@ -169,7 +218,7 @@ class EmostreamServer:
         recorder = None if self.settings.record == "none" else self._recorder(spec, sample_format, info)
         metrics = self.metrics
         client, sinks = (outbox and outbox.put, self.sinks) if replay is None else replay.outputs(outbox, self.sinks)
-        output = SessionOutput(spec.session_id, client, sinks, metrics, self.alerted)
+        output = self.outputs[spec.session_id] = SessionOutput(spec.session_id, client, sinks, metrics, self.alerted)
         hooks = SessionHooks(
             publish=output.events, overload=output.overload, latency=metrics.window_latency.observe,
             failed=lambda s, exc: log.warning("session %s failed: %s", spec.session_id, exc),
@@ -179,6 +228,10 @@ class EmostreamServer:
             profile=profile, centroids=self.data.centroids,
         )
         self.sessions[spec.session_id] = session
+        if replay is None:
+            self.resumption.started(spec)
+        if recorder is not None and self.catalog is not None:
+            self.catalog.started(recorder)
         metrics.sessions_total.labels(spec.source).inc()
         metrics.sessions_active.set(len(self.sessions))
         infos = {p or WHOLE_SESSION: event_message(spec.session_id, e, p) for p, e in session.info_events.items()}
@@ -238,9 +291,46 @@ class EmostreamServer:
     def end_session(self, session: LiveSession, summary: dict) -> None:
         """Unregister a session and tell the monitors."""
         self.sessions.pop(session.spec.session_id, None)
+        self.outputs.pop(session.spec.session_id, None)
+        self.resumption.ended(session.spec.session_id)
         self.metrics.sessions_active.set(len(self.sessions))
+        self._catalog_ended(session)
         ended = {"type": "session_ended", "session_id": session.spec.session_id, "summary": summary}
         self.sinks.send({**ended, "replay": True} if getattr(session, "replay", False) else ended)  # replays: marked
+
+    # -- resuming a session whose connection dropped --
+    def suspend(self, session: LiveSession) -> bool:
+        """Its connection dropped without `stop`: keep it for --resume-seconds (True), or not (False: close it)."""
+        if not self.resumption.suspend(session):
+            return False
+        self.outputs[session.spec.session_id].client = None  # its events still reach the recording and monitors
+        return True
+
+    def resume_session(self, spec: SessionSpec, token: str | None, outbox) -> tuple[LiveSession, dict]:
+        """Continue the suspended session `spec` names on a new connection: the session and what `ready` says of the gap."""
+        session, gap = self.resumption.resume(spec, token)
+        sid = session.spec.session_id
+        self.outputs[sid].client = outbox and outbox.put
+        resumed = {"gap_seconds": round(gap, 3), "received_seconds": round(session.received_seconds, 3)}
+        notice = {"type": "telephony", "session_id": sid, "event": "reconnected", **resumed}
+        session.note(notice)  # the gap, in the recording: its audio goes on after it
+        self.sinks.send(notice)
+        return session, resumed
+
+    def close_session(self, session: LiveSession, reason: str) -> None:
+        """End a session that did not stop normally (its connection failed or dropped for good): close, unregister."""
+        result = session.summary(reason)
+        try:
+            result = session.close(reason)
+        except Exception:  # a recording that cannot be closed must still free its slot
+            log.exception("closing session %s failed", session.spec.session_id)
+        finally:
+            self.end_session(session, result)
+
+    def _catalog_ended(self, session: LiveSession) -> None:
+        """Tell the catalog how a recorded session ended, as its closed recorder wrote session.json."""
+        if session.recorder is not None and self.catalog is not None:
+            self.catalog.ended(session.recorder)
 
     def new_session_id(self, wanted: str | None) -> str:
         """The client's id if free, else a fresh one."""
@@ -291,12 +381,19 @@ def create_app(settings: ServerSettings, scorer: Scorer, server: EmostreamServer
         Route("/api/sessions/{session_id}", http_api.session),
         Route("/api/sessions/{session_id}", http_api.delete, methods=["DELETE"]),
         Route("/openapi.json", http_api.openapi, include_in_schema=False),
+        Route("/schemas/messages.json", http_api.message_schemas, include_in_schema=False),
         Route("/api/sessions/{session_id}/audio", http_api.session_audio),
         Route("/api/sessions/{session_id}/events", http_api.session_events),
+        Route("/api/alerts", http_api.alerts),
+        Route("/api/alerts/{alert_id}/ack", http_api.acknowledge, methods=["POST"]),
         Route("/api/predict", predict.predict, methods=["POST"]),
+        Route("/api/webhooks", webhooks_api.status),
+        Route("/api/webhooks/dead/{delivery_id}/retry", webhooks_api.retry, methods=["POST"]),
         WebSocketRoute("/ws/stream", live_ws.native_stream),
         WebSocketRoute("/ws/twilio", live_ws.twilio_stream),
         WebSocketRoute("/ws/replay", live_ws.replay_stream),
+        *(WebSocketRoute(path, handler) for path, handler in CONNECTOR_ROUTES.items()),  # Vonage, jambonz, audio fork
+        WebSocketRoute("/ws/audiohook", audiohook.audiohook_stream),  # Genesys AudioHook (docs/connectors/audiohook.md)
         WebSocketRoute("/ws/monitor", live_ws.monitor),
     ]
     if WEB_ROOT.is_dir():

@@ -1,7 +1,8 @@
 """The access log of recordings: who downloaded or deleted which session, one JSON line each.
 
 It lives in the recordings folder as `.access.jsonl` (session ids cannot start with '.', so it
-never clashes with a session), readable by its owner only, and is also written to the server log.
+never clashes with a session), readable by its owner only, and is also written to the server log
+at level INFO. Listeners (the catalog) are told of each entry, from whichever thread wrote it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 ACCESS_LOG = ".access.jsonl"
 log = logging.getLogger("emostream.access")
@@ -21,6 +23,7 @@ class AccessLog:
 
     def __init__(self, root: Path):
         self.path = Path(root) / ACCESS_LOG
+        self.listeners: list[Callable[[dict], None]] = []  # called with each entry, on the writing thread
 
     def record(self, action: str, session_id: str, by: str, client: str | None = None, **details) -> None:
         """Log `action` ("download", "delete") on `session_id` by the credential named `by`."""
@@ -35,6 +38,8 @@ class AccessLog:
                 f.write(line)
         except OSError as exc:  # a full disk must not stop a deletion that frees it
             log.error("cannot write the access log %s: %s", self.path, exc)
+        for listener in self.listeners:
+            listener(entry)
 
     def entries(self) -> list[dict]:
         """Every logged line (for tests and audits)."""

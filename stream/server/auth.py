@@ -3,7 +3,7 @@
 Three rights (docs/server.md, "Access"): `stream` sends audio (/ws/stream, /ws/twilio, /api/predict)
 or replays recorded calls (/ws/replay),
 `watch` reads what was analyzed (/ws/monitor, /api/sessions..., /metrics), `admin` deletes
-sessions. Each has its own credential (--stream-token, --watch-token, --admin-token; admin may
+sessions and sends dead webhooks again. Each has its own credential (--stream-token, --watch-token, --admin-token; admin may
 watch too); --token carries all three. With no credential configured every route is open (the
 default loopback bind). /healthz and the dashboard's static files are always open.
 """
@@ -11,16 +11,18 @@ default loopback bind). /healthz and the dashboard's static files are always ope
 from __future__ import annotations
 
 import hmac
-import json
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from twilio.request_validator import RequestValidator
 
+from .refusal import refuse
 from .settings import ServerSettings
 
 RIGHTS = ("stream", "watch", "admin")
-STREAM_PATHS = ("/ws/stream", "/ws/twilio", "/ws/replay", "/api/predict")
+STREAM_PATHS = ("/ws/stream", "/ws/twilio", "/ws/replay", "/api/predict",
+                "/ws/vonage", "/ws/jambonz", "/ws/audiofork")  # the JSON-then-PCM connectors (stream.server.connectors)
+ADMIN_POSTS = ("/api/webhooks/dead/",)  # POSTs under these need admin: sending a dead webhook again
 PROTECTED = ("/api", "/ws", "/metrics")  # under these lies data; the rest (/openapi.json too) is static
 
 
@@ -68,7 +70,8 @@ def required_right(scope) -> str | None:
         return None
     if path in STREAM_PATHS:
         return "stream"
-    if scope["type"] == "http" and scope.get("method") == "DELETE":
+    if scope["type"] == "http" and (scope.get("method") == "DELETE"
+                                    or (scope.get("method") == "POST" and path.startswith(ADMIN_POSTS))):
         return "admin"
     return "watch"
 
@@ -89,6 +92,9 @@ class AccessGate:
     # X-Twilio-Signature of its request (checked here when --twilio-auth-token is set) or with
     # the `token` <Parameter> of its `start`, which the Twilio handler checks (`token_pending`).
     deferred_paths = ("/ws/twilio",)
+    # Genesys AudioHook sends its own credentials (X-API-KEY and an HTTP signature), never the server's:
+    # its handler checks them (stream.server.audiohook) and refuses in the protocol (`disconnect`).
+    own_auth_paths = ("/ws/audiohook",)
 
     def __init__(self, app, settings: ServerSettings):
         self.app = app
@@ -99,6 +105,9 @@ class AccessGate:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         state = scope.setdefault("state", {})
+        if scope.get("path") in self.own_auth_paths:
+            state["access"] = Access("audiohook", frozenset())  # the handler decides
+            return await self.app(scope, receive, send)
         if not self.creds and not self.settings.twilio_auth_token:
             state["access"] = OPEN
             return await self.app(scope, receive, send)
@@ -107,19 +116,19 @@ class AccessGate:
         if scope.get("path") in self.deferred_paths:
             signed = self._twilio_signature(scope)
             if signed is False:
-                return await _refuse(scope, send, 401, "unauthorized", "wrong X-Twilio-Signature")
+                return await refuse(scope, send, 401, "unauthorized", "wrong X-Twilio-Signature")
             if signed:
                 access = Access("twilio_signature", access.rights | {"stream"})
             elif self.settings.twilio_auth_token and not self.creds:
-                return await _refuse(scope, send, 401, "unauthorized", "missing X-Twilio-Signature")
+                return await refuse(scope, send, 401, "unauthorized", "missing X-Twilio-Signature")
             elif "stream" not in access.rights:
                 state["token_pending"] = True  # the start's token <Parameter> decides
         state["access"] = access
         if needed is None or needed in access.rights or state.get("token_pending"):
             return await self.app(scope, receive, send)
         if access.rights:
-            return await _refuse(scope, send, 403, "forbidden", f"this credential lacks the {needed!r} right")
-        return await _refuse(scope, send, 401, "unauthorized", "missing or wrong token")
+            return await refuse(scope, send, 403, "forbidden", f"this credential lacks the {needed!r} right")
+        return await refuse(scope, send, 401, "unauthorized", "missing or wrong token")
 
     def _presented(self, scope) -> list[str]:
         headers = dict(scope.get("headers") or [])
@@ -150,19 +159,6 @@ def _request_urls(scope, settings: ServerSettings) -> list[str]:
     secure = scope.get("scheme") in ("wss", "https")
     urls += [f"{'wss' if secure else 'ws'}://{host}{tail}", f"{'https' if secure else 'http'}://{host}{tail}"]
     return urls
-
-
-async def _refuse(scope, send, status: int, code: str, message: str) -> None:
-    """Answer 401/403 (HTTP) or close 1008 (WebSocket)."""
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message})
-        return
-    body = json.dumps({"type": "error", "code": code, "message": message}).encode()
-    headers = [(b"content-type", b"application/json")]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def token_ok(expected: str | None, presented: str | None) -> bool:

@@ -6,20 +6,22 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 
 from starlette.websockets import WebSocket
 
 from models.errors import EmostreamError
 from stream.protocol.closing import CloseCode
-from stream.protocol.native import ClientStream, ProtocolError, event_message, ready, summary
+from stream.protocol.native import ClientStream, ProtocolError, close_code, error, event_message, ready, summary
 from stream.protocol.replay import ReplayStream
 from stream.protocol.twilio import TwilioStream
 from stream.protocol.wire import EndSession, FeedAudio, Notice, OpenReplay, OpenSession, ReplayEvents, Verdict, WireProtocol
 
 from .auth import access_for, credentials
-from .outbox import Outbox
+from .outbox import Outbox, encode
 from .replay_session import start_replay
 from .session import SessionSpec
+from .transport import Transport, as_transport
 
 log = logging.getLogger("emostream.server")
 
@@ -27,9 +29,9 @@ log = logging.getLogger("emostream.server")
 class _Connection:
     """One socket's session, driven by the actions its wire protocol hands out."""
 
-    def __init__(self, ws: WebSocket, wire: WireProtocol, outbox: Outbox | None):
-        self.ws = ws
-        self.server = ws.app.state.server
+    def __init__(self, ws: Transport, wire: WireProtocol, outbox: Outbox | None):
+        self.ws = ws  # a WebSocket or a TCP socket, as a Transport (stream.server.transport)
+        self.server = ws.server
         self.wire = wire
         self.outbox = outbox  # None: the protocol takes no messages back (Twilio)
         self.session = None
@@ -63,7 +65,7 @@ class _Connection:
                 self.wire.refused()  # the client may send a corrected start
                 raise
         elif isinstance(action, EndSession):
-            result = await self.finish()
+            result = await self.answering_late_messages(self.finish())
             if action.reply:
                 self.send(summary(self.session.spec.session_id, result))
         elif isinstance(action, Notice):
@@ -79,22 +81,65 @@ class _Connection:
             for message in self.session.opening():  # ready, then the recording's info events
                 self.send(message)
 
+    async def answering_late_messages(self, work):
+        """Await `work` (the session's flush) while answering what the client still sends (`already_stopped`),
+        so audio sent after `stop` is never dropped unannounced. A protocol that takes no replies just flushes."""
+        if self.outbox is None:
+            return await work
+        task = asyncio.ensure_future(work)
+        reader = None
+        try:
+            while not task.done():
+                reader = asyncio.ensure_future(self.ws.receive())
+                await asyncio.wait({task, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not reader.done():
+                    break
+                done, reader = reader, None
+                if done.exception() is not None:  # the peer is gone (its close was read already): just flush
+                    break
+                message = done.result()
+                if message["type"] == "websocket.disconnect":
+                    break  # the client left: nothing more to read, the flush still completes
+                try:
+                    self.wire.handle(message.get("text"), message.get("bytes"))
+                except EmostreamError as exc:  # the protocol refuses anything after its stop
+                    await self.fail(exc)
+        finally:
+            if reader is not None:  # a pending read is cancelled safely: the message stays unread
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+        return await task
+
     def open(self, action: OpenSession) -> None:
         """Open the session a start asks for, unless its in-band token is wrong or the server is full."""
-        if self.ws.scope.get("state", {}).get("token_pending"):  # the handshake carried no credential
+        if self.ws.token_pending:  # the handshake carried no credential
             presented = [action.token] if action.token else []
-            if "stream" not in access_for(credentials(self.server.settings), presented).rights:
+            rights = access_for(credentials(self.server.settings), presented).rights
+            if rights and "stream" not in rights:
+                raise ProtocolError("forbidden", f"the token <Parameter> in the {self.wire.source} start lacks the stream right")
+            if "stream" not in rights:
                 raise ProtocolError("unauthorized", f"missing or wrong token <Parameter> in the {self.wire.source} start")
-        limit = self.server.settings.max_sessions
-        if len(self.server.sessions) >= limit:  # checked at start too: sockets may open first
-            self.server.metrics.sessions_refused.labels("max_sessions").inc()
-            raise ProtocolError("server_full", f"server full: {limit} sessions")
         start = action.start
-        spec = SessionSpec(self.server.new_session_id(start.session_id), start.sample_rate, start.encoding,
-                           start.channels, start.context, dict(start.metadata), self.wire.source, action.parties)
-        self.session = self.server.open_session(spec, self.outbox, action.sample_format)
-        sid = spec.session_id
-        self.send(ready(sid, self.session.core.config.describe(), spec.parties))
+        spec = SessionSpec(start.session_id or "", start.sample_rate, start.encoding, start.channels, start.context,
+                           dict(start.metadata), self.wire.source, action.parties)
+        resumed = None
+        if self.server.resumption.wanted(spec, start.resume):  # a dropped connection's session, continued
+            try:
+                self.session, resumed = self.server.resume_session(spec, start.resume_token, self.outbox)
+            except ProtocolError:
+                if start.resume:
+                    raise
+                resumed = None  # Twilio re-opened a call in another format: a new session, never a merge
+        if resumed is None:
+            limit = self.server.settings.max_sessions
+            if len(self.server.sessions) >= limit:  # checked at start too: sockets may open first
+                self.server.metrics.sessions_refused.labels("max_sessions").inc()
+                raise ProtocolError("server_full", f"server full: {limit} sessions")
+            spec = replace(spec, session_id=self.server.new_session_id(start.session_id))
+            self.session = self.server.open_session(spec, self.outbox, action.sample_format)
+        sid, parties = self.session.spec.session_id, self.session.spec.parties
+        self.send(ready(sid, self.session.core.config.describe(), parties, self.server.resumption.token(sid), resumed))
         for party, info in self.session.info_events.items():
             self.send(event_message(sid, info, party))
 
@@ -133,35 +178,35 @@ class _Connection:
         return verdict
 
     def abandon(self, reason: str) -> None:
-        """Close the recording of a session that did not stop normally."""
+        """Close the recording of a session that did not stop normally (or, its connection dropped, suspend it)."""
         if self.session is not None and not self.ended:
             self.ended = True
-            result = self.session.summary(reason)
-            try:
-                result = self.session.close(reason)
-            except Exception:  # a recording that cannot be closed must still free its slot
-                log.exception("closing session %s failed", self.session.spec.session_id)
-            finally:
-                self.server.end_session(self.session, result)
+            if reason == "disconnected" and self.server.suspend(self.session):
+                return  # its client may resume it within --resume-seconds (stream.server.resumption)
+            self.server.close_session(self.session, reason)
 
 
-async def serve_wire(ws: WebSocket, wire: WireProtocol, replies: bool = True) -> None:
+async def serve_wire(ws: WebSocket | Transport, wire: WireProtocol, replies: bool = True, connection=None) -> None:
     """The one socket loop: read messages, let `wire` turn them into actions, perform them, close.
 
     `replies`: whether the protocol's client reads messages from the server (Twilio's does not).
+    `ws`: a Starlette WebSocket or any other Transport (stream.server.transport: AudioSocket's TCP);
+    `connection`: what makes the connection's `_Connection` (AudioSocket joins a call's legs).
+    A protocol whose peer ends its session by closing the connection (`ends_on_close`: AudioSocket,
+    the JSON-then-PCM connectors) has the session flushed and completed on that close.
     """
+    ws = as_transport(ws)
     await ws.accept()
-    server = ws.app.state.server
+    server = ws.server
     refusal = server.refusal()
-    if refusal:
-        await ws.close(code=CloseCode.TRY_AGAIN, reason=refusal)
-        return
+    if refusal:  # `refusal` checks the session count first, then the model's queue
+        full = len(server.sessions) >= server.settings.max_sessions
+        return await turn_away(ws, "server_full" if full else "overload", refusal, replies)
     if server.unstarted >= server.settings.max_unstarted:
         server.metrics.sessions_refused.labels("max_unstarted").inc()
-        await ws.close(code=CloseCode.TRY_AGAIN, reason=f"too many connections without a session: {server.unstarted}")
-        return
+        return await turn_away(ws, "server_full", f"too many connections without a session: {server.unstarted}", replies)
     outbox = Outbox(ws, max_bytes=server.settings.max_queue_bytes) if replies else None
-    conn = _Connection(ws, wire, outbox)
+    conn = (connection or _Connection)(ws, wire, outbox)
     close: tuple[CloseCode, str] | None = None
     server.unstarted += 1  # until its session starts: sockets that never start are bounded too
     waiting = True
@@ -170,6 +215,8 @@ async def serve_wire(ws: WebSocket, wire: WireProtocol, replies: bool = True) ->
             try:
                 message = await conn.receive()
                 if message["type"] == "websocket.disconnect":
+                    if getattr(wire, "ends_on_close", False) and conn.session is not None and not conn.ended:
+                        await _end_on_close(conn)
                     break
                 for action in wire.handle(message.get("text"), message.get("bytes")):
                     await conn.perform(action)
@@ -185,6 +232,8 @@ async def serve_wire(ws: WebSocket, wire: WireProtocol, replies: bool = True) ->
     except Exception:
         log.exception("%s session failed", wire.source)
         close = CloseCode.INTERNAL, "internal"
+        if outbox is not None:  # as for every closing error: the `error` first, its code as the close reason
+            outbox.put(error("internal", "the server failed; the details are in its log"))
     finally:
         if waiting:
             server.unstarted -= 1
@@ -194,6 +243,24 @@ async def serve_wire(ws: WebSocket, wire: WireProtocol, replies: bool = True) ->
         code, reason = close or (CloseCode.NORMAL, "")
         with contextlib.suppress(Exception):
             await ws.close(code=code, reason=reason)
+
+
+async def _end_on_close(conn: _Connection) -> None:
+    """The peer closed the connection, which is how its protocol stops: flush and complete the session."""
+    try:
+        await conn.perform(EndSession(reply=False))
+    except EmostreamError as exc:  # the session failed while flushing: counted and logged; the peer is gone
+        log.warning("%s stream: %s", conn.wire.source, exc)
+        await conn.fail(exc)
+
+
+async def turn_away(ws: Transport, code: str, message: str, replies: bool) -> None:
+    """Refuse a socket the server cannot take now: its `error` first (where the protocol reads replies), then the close
+    that code names, with the code as its reason, as for every other closing error."""
+    with contextlib.suppress(Exception):
+        if replies:
+            await ws.send_text(encode(error(code, message)))
+        await ws.close(code=close_code(code), reason=code)
 
 
 async def native_stream(ws: WebSocket) -> None:
@@ -216,7 +283,7 @@ async def replay_stream(ws: WebSocket) -> None:
 
 
 async def monitor(ws: WebSocket) -> None:
-    """`/ws/monitor` (docs/monitor.md): a snapshot, then deltas, a digest a second, and the subscribed sessions' events."""
+    """`/ws/monitor` (docs/protocol.md, "Monitor feed"): a snapshot, then deltas, a digest a second, and the subscribed sessions' events."""
     await ws.accept()
     server = ws.app.state.server
     box = Outbox(ws, max_bytes=server.settings.max_queue_bytes)

@@ -5,8 +5,13 @@ through `broadcast`. The feed keeps what a dashboard needs of each live session 
 each party's latest state, its alerts, a ring of its recent event messages) and sends each monitor:
 
 - on connect, a `snapshot` of the live sessions and their open alerts, outside the byte budget;
-- `session_started`, `session_ended`, `alert` and `alert_acknowledged` as they happen;
+- `session_started`, `session_ended`, `alert` and `alert_acknowledged` as they happen, at most
+  IMMEDIATE_PER_SECOND of them in any second; beyond, they wait (in order) for the next tick,
+  which sends them as one `batch` message;
 - at most one `digest` a second with the sessions whose state changed (`tick`, driven by `run`);
+
+so a monitor that follows no session gets at most IMMEDIATE_PER_SECOND + 2 messages in any second,
+however many calls are live.
 - the per-session messages (windows, segments, ...) of the sessions it subscribed to.
 
 It never touches a socket: a monitor is an outbox with `put_text(text, counted=True)`, `broken`
@@ -35,6 +40,15 @@ MAX_SUBSCRIPTIONS = 8  # sessions one monitor may follow in full
 MAX_SNAPSHOT_ALERTS = 200  # open alerts in a snapshot, newest first
 KEEP_OPEN_ALERTS = 200  # open alerts a session keeps for snapshots (its counts stay exact)
 DIGEST_SECONDS = 1.0
+# Deltas sent at once in any second; the rest go in the next tick's `batch`. With the batch and the digest
+# that is 4 messages a second at most, leaving one of the budget's 5 for delivery jitter.
+IMMEDIATE_PER_SECOND = 2
+# An unsubscribed monitor's byte budget a second: a tick's batch takes what the digest and the
+# immediate deltas leave of it (at least MIN_BATCH_BYTES), so a burst of starts drains over ticks.
+BYTES_PER_SECOND = 120_000  # (the budget is 150 kB: the rest is margin for jitter)
+IMMEDIATE_BYTES = 16_000  # kept for the deltas that go out at once
+MIN_BATCH_BYTES = 16_000
+MAX_HELD_BYTES = 8 << 20  # deltas waiting beyond this: monitors get a fresh snapshot instead
 PRUNE_SECONDS = 10.0  # a session seen only through its events, gone from the live list this long, is dropped
 KEEP_ENDED = 10_000  # ids of ended sessions whose late messages are ignored
 SCORE_DIGITS, TIME_DIGITS = 2, 1  # a party state's rounding
@@ -132,6 +146,9 @@ class MonitorFeed:
         self._alerts_changed: set[str] = set()
         self._alert_order = 0
         self._last_prune = clock()
+        self._sent_at: deque[float] = deque()  # when the last deltas went out at once (IMMEDIATE_PER_SECOND)
+        self._held: deque[str] = deque()  # deltas waiting for the next ticks' batches, in order (JSON texts)
+        self._held_bytes = 0
         self._live_cache: tuple[float, set[str]] | None = None  # (when, ids): subscriptions ask at most once a second
         self._task: asyncio.Task | None = None
 
@@ -280,7 +297,7 @@ class MonitorFeed:
             text = encode(info)
             session.remember(text)
             self._to_subscribers(session, text)
-        self._send_all({"type": "session_started", "session": session.as_state(), "info": infos})
+        self._delta({"type": "session_started", "session": session.as_state(), "info": infos})
 
     def _ended_session(self, message: dict) -> None:
         sid = message["session_id"]
@@ -289,7 +306,7 @@ class MonitorFeed:
         if session is not None:
             for box in session.subscribers:
                 self._subscriptions.get(box, set()).discard(sid)
-        self._send_all({"type": "session_ended", "session_id": sid, "summary": message.get("summary")})
+        self._delta({"type": "session_ended", "session_id": sid, "summary": message.get("summary")})
 
     def _forget(self, sid: str) -> None:
         self._ended[sid] = None
@@ -310,7 +327,7 @@ class MonitorFeed:
                 while len(session.open) > KEEP_OPEN_ALERTS:
                     session.open.popitem(last=False)
             self._alerts_changed.add(alert["session_id"])
-        self._send_all(message)
+        self._delta(message)
 
     def _acknowledged(self, message: dict) -> None:
         alert = message["alert"]
@@ -319,7 +336,7 @@ class MonitorFeed:
             session.open_ids.discard(alert["id"])
             session.open.pop(alert["id"], None)
             self._alerts_changed.add(alert["session_id"])
-        self._send_all(message)  # also for an ended session's alert: alert queues list those too
+        self._delta(message)  # also for an ended session's alert: alert queues list those too
 
     def _event(self, message: dict) -> None:
         session = self._track(message["session_id"])
@@ -346,7 +363,7 @@ class MonitorFeed:
 
     # -- the digest --
     def tick(self) -> None:
-        """Send one `digest` of the sessions whose state or alerts changed since the last one (if any did)."""
+        """Send held deltas as one `batch`, then one `digest` of the sessions whose state or alerts changed."""
         changed, self._changed = self._changed, {}
         alerts, self._alerts_changed = self._alerts_changed, set()
         sessions = {}
@@ -362,8 +379,11 @@ class MonitorFeed:
             if sid in alerts:
                 entry["a"], entry["o"] = session.alerts, len(session.open_ids)
             sessions[sid] = entry
-        if sessions and self.outboxes:
-            self._send_all({"type": "digest", "sessions": sessions}, compact=True)
+        digest = encode({"type": "digest", "sessions": sessions}, compact=True) if sessions and self.outboxes else ""
+        if self._held:  # the batch takes what the second's byte budget leaves beside the digest
+            self._send_batch(max(MIN_BATCH_BYTES, BYTES_PER_SECOND - IMMEDIATE_BYTES - len(digest)))
+        if digest:
+            self._send_text(digest)
         if self.clock() - self._last_prune >= PRUNE_SECONDS:
             self._prune()
 
@@ -401,8 +421,44 @@ class MonitorFeed:
             self._task = None
 
     # -- sending --
+    def _delta(self, message: dict) -> None:
+        """A session start or end, an alert or acknowledgement: now, unless IMMEDIATE_PER_SECOND went out in
+        the last second or others wait (order is kept); then with the next tick's batch."""
+        if not self.outboxes:
+            return
+        now = self.clock()
+        while self._sent_at and now - self._sent_at[0] >= DIGEST_SECONDS:
+            self._sent_at.popleft()
+        if self._held or len(self._sent_at) >= IMMEDIATE_PER_SECOND:
+            text = encode(message)
+            self._held.append(text)
+            self._held_bytes += len(text)
+            if self._held_bytes > MAX_HELD_BYTES:  # a flood of starts and alerts: begin again from the state
+                self._held.clear()
+                self._held_bytes = 0
+                snapshot = encode(self.snapshot())
+                for box in list(self.outboxes):
+                    box.put_text(snapshot, counted=False)
+                    self._check(box)
+            return
+        self._sent_at.append(now)
+        self._send_all(message)
+
+    def _send_batch(self, limit: int) -> None:
+        """The oldest held deltas, up to `limit` bytes of them (at least one), as one `batch` message."""
+        texts, size = [], 0
+        while self._held and (not texts or size + len(self._held[0]) <= limit):
+            text = self._held.popleft()
+            texts.append(text)
+            size += len(text) + 2
+        self._held_bytes -= size - 2 * len(texts)
+        if self.outboxes:
+            self._send_text('{"type": "batch", "messages": [%s]}' % ", ".join(texts))
+
     def _send_all(self, message: dict, compact: bool = False) -> None:
-        text = encode(message, compact)
+        self._send_text(encode(message, compact))
+
+    def _send_text(self, text: str) -> None:
         for box in list(self.outboxes):
             box.put_text(text)
             self._check(box)

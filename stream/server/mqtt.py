@@ -24,6 +24,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, replace
@@ -44,6 +45,7 @@ BACKOFF_MIN = 0.2  # seconds before the first reconnection attempt
 BACKOFF_MAX = 5.0  # longest wait between attempts
 ACK_TIMEOUT = 10.0  # a QoS 1 PUBACK not received within this is treated as a lost connection
 KEEPALIVE = 15  # seconds; lets a silently dead broker be noticed
+DROP_LOG_SECONDS = 10.0  # dropped alerts are counted always (metrics) and logged at most this often
 MAX_BUFFER_BYTES = 64 << 20  # default bound of the queue's topics and payloads: an outage cannot eat the memory
 _TOPIC_UNSAFE = str.maketrans({"/": "_", "+": "_", "#": "_", "\x00": "_"})
 
@@ -169,6 +171,7 @@ class MqttPublisher:
         self.published = 0
         self.dropped = 0
         self.dropped_alerts = 0
+        self._alert_drop_logged = -DROP_LOG_SECONDS  # when a dropped alert was last logged (monotonic)
         self.connected = False
         self.connects = 0
 
@@ -230,16 +233,20 @@ class MqttPublisher:
         return False
 
     def _count_drop(self, entry: _Entry, why: str) -> None:
-        """Count a dropped message and log it: every alert, QoS 0 messages now and then."""
+        """Count a dropped message and log it now and then: an alert at most every DROP_LOG_SECONDS, QoS 0 per 1000."""
         self.dropped += 1
         if entry.qos:
             self.dropped_alerts += 1
+            now = time.monotonic()
+            if now - self._alert_drop_logged < DROP_LOG_SECONDS:  # a flood of drops must not flood the log too
+                return
+            self._alert_drop_logged = now
         elif self.dropped != 1 and self.dropped % 1000:
             return
         log.log(logging.ERROR if entry.qos else logging.WARNING,
                 "MQTT: %s (%d messages, %d bytes queued; bounds %d, %d bytes): dropped %s %s (%d dropped so far)",
                 why, self.queued, self.queued_bytes, self.max_buffer, self.max_buffer_bytes,
-                "the alert" if entry.qos else "QoS 0 messages such as", entry.topic, self.dropped)
+                "alerts such as" if entry.qos else "QoS 0 messages such as", entry.topic, self.dropped)
 
     def _head(self) -> tuple[int, _Entry] | None:
         if self._q0 and (not self._q1 or self._q0[0][0] < self._q1[0][0]):

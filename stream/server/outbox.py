@@ -70,7 +70,7 @@ class Outbox:
 
     async def _close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.ws.close(code=CloseCode.TRY_AGAIN, reason="too slow: messages were not read")
+            await self.ws.close(code=CloseCode.TRY_AGAIN, reason="too_slow")  # a reason from codes.CLOSE_ONLY
 
     async def _write(self) -> None:
         while True:

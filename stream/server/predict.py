@@ -250,7 +250,9 @@ async def predict(request: Request) -> JSONResponse:
                 items: {$ref: '#/components/schemas/PartyName'}
     responses:
       200:
-        description: what `emostream analyze` writes to result.json (per party with split_channels)
+        description: >-
+          result.json's fields, as `emostream analyze` writes them, plus `embedding` with extract_embedding; with
+          split_channels each party's under `parties` (by name, with its `channel`) and no emotion of the whole
         content:
           application/json:
             schema: {$ref: '#/components/schemas/PredictResult'}

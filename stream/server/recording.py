@@ -297,6 +297,11 @@ class SessionRecorder:
         """True once `close` has run."""
         return self._closed
 
+    @property
+    def meta(self) -> dict:
+        """What session.json holds now: "live" at first, the final status and summary once closed."""
+        return dict(self._meta)
+
     def write_audio(self, samples: np.ndarray, party: str | None = None) -> None:
         """Append mono samples (int16 or float32, matching `sample_format`) to audio.wav (or the party's WAV)."""
         self._check_open()

@@ -141,6 +141,15 @@ class LiveSession:
                     raise self._failed from None
         self._dispatch()
 
+    def note(self, body: dict) -> None:
+        """Record a message about the call itself (a pause, audio the platform dropped) among the events, as it comes."""
+        if self.recorder is None or isinstance(self._failed, RecordingFailed):
+            return
+        try:
+            self.recorder.write_event(body)
+        except (OSError, ValueError) as exc:
+            self._fail(RecordingFailed(f"the recording stopped: {exc}"))
+
     async def finish(self) -> dict:
         """End of stream: score what is left, publish the last events, close the recording."""
         for party in self.parties:

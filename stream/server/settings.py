@@ -20,9 +20,21 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 RECORD_MODES = ("audio+events", "events", "none")  # what a live session keeps on disk
 
 
-def option(default, help: str, group: str = "server", kind: type | None = None):
-    """A settings field that is also a command-line option (`kind` parses it; default: the default's type)."""
-    return field(default=default, metadata={"help": help, "group": group, "kind": kind or type(default)})
+def option(default, help: str, group: str = "server", kind: type | None = None, many: bool = False):
+    """A settings field that is also a command-line option (`kind` parses it; default: the default's type).
+
+    `many`: a tuple of `kind` values, the option repeatable (`--webhook A --webhook B`); its
+    EMOSTREAM_* variable holds them separated by whitespace (`repeated`)."""
+    metadata = {"help": help, "group": group, "kind": kind or type(default)}
+    if many:
+        metadata["many"] = True
+    return field(default=default, metadata=metadata)
+
+
+def repeated(value, kind: type = str) -> tuple:
+    """A repeatable setting's values: a string split at whitespace (EMOSTREAM_*), or a sequence's items, parsed."""
+    items = value.split() if isinstance(value, str) else value
+    return tuple(kind(item) for item in items)
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class ServerSettings:
     port: int = option(7860, "TCP port")
     token: str | None = option(None, "access token protecting every endpoint but /healthz", kind=str)
     recordings: Path = option(Path("recordings"), "folder of the session recordings")
+    catalog: str | None = option(None, "the session catalog: postgresql://user:password@host/db for a cluster, or a "
+                                 "SQLite file (default: <recordings>/.catalog.sqlite3)", kind=str)
     audio_root: Path | None = option(None, "folder /api/predict may read `audio_path` from", kind=Path)
     mqtt: str | None = option(None, "publish every event to mqtt://host:port", kind=str)
     mqtt_prefix: str = option("emostream", "MQTT topic prefix")
@@ -54,6 +68,19 @@ class ServerSettings:
     ssl_certfile: Path | None = option(None, "serve HTTPS/WSS with this certificate (PEM; uvicorn's --ssl-certfile)",
                                        "access", Path)
     ssl_keyfile: Path | None = option(None, "private key of --ssl-certfile (PEM)", "access", Path)
+    # Asterisk AudioSocket (docs/connectors/asterisk.md): a TCP listener on --host, off unless a port is given.
+    audiosocket_port: int | None = option(None, "TCP port of the Asterisk AudioSocket listener on --host (off unless "
+                                          "set)", "telephony", int)
+    audiosocket_allow: str | None = option(None, "comma-separated addresses or networks (10.0.0.0/8) allowed to connect to "
+                                           "--audiosocket-port, which has no credential (default: loopback only)",
+                                           "telephony", str)
+    audiosocket_parties: str = option("caller,agent", "party names of AudioSocket legs 1, 2, ... (UUIDs ending in "
+                                      "00000000000N)", "telephony")
+    # Genesys Cloud AudioHook (docs/connectors/audiohook.md): /ws/audiohook, refused unless an API key is set.
+    audiohook_api_key: str | None = option(None, "API key of the Genesys AudioHook Monitor integration: /ws/audiohook "
+                                           "takes requests with this X-API-KEY (refused while unset)", "telephony", str)
+    audiohook_client_secret: str | None = option(None, "the integration's client secret (base64, as Genesys issues it): "
+                                                 "each request's HTTP signature must verify with it", "telephony", str)
     # Privacy (docs/server.md, "Privacy"): what is kept and for how long.
     record: str = option("audio+events", "what a live session keeps: audio+events, events (no audio) or none", "privacy")
     retention_days: float | None = option(None, "delete recordings older than this many days (on start and hourly)",
@@ -78,6 +105,10 @@ class ServerSettings:
     )
     max_backlog_seconds: float = option(30.0, "a session's unscored audio before it is closed (1013)", "limits")
     start_timeout: float = option(10.0, "seconds a stream socket may stay open without a valid start", "limits")
+    resume_seconds: float = option(
+        30.0, "how long a stream whose connection dropped waits to be resumed (start with resume: true, or Twilio's "
+        "re-opened stream of the same call) before it ends as disconnected; 0: never", "limits",
+    )
     max_unstarted: int = option(
         64, "stream sockets open at once without a started session, all endpoints together (1013 beyond)", "limits",
     )
@@ -93,6 +124,16 @@ class ServerSettings:
         os.cpu_count() or 1,
         "processes measuring the decision layer's quality and cues (0: one thread of the server)", "limits",
     )
+    # Signed webhooks (docs/webhooks.md): each --webhook paired in order with its own --webhook-secret.
+    webhook: tuple[str, ...] = option((), "POST alerts, acknowledgements and session starts and ends, signed, to this "
+                                      "http(s) URL (repeat for several receivers)", "webhooks", str, many=True)
+    webhook_secret: tuple[str, ...] = option((), "whsec_<base64> signing secret of the --webhook in the same place "
+                                             "(repeat, one per --webhook)", "webhooks", str, many=True)
+    webhook_timeout: float = option(15.0, "seconds a receiver has to answer one delivery", "webhooks")
+    webhook_max_delay: float = option(300.0, "longest wait between two attempts of a failing delivery, seconds",
+                                      "webhooks")
+    webhook_give_up_hours: float = option(24.0, "a delivery still failing this long after it was raised is a dead "
+                                          "letter (GET /api/webhooks)", "webhooks")
     # From the analysis options every command shares (not server options of their own):
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)  # template; sample_rate set per session
     profiles: Path | None = None  # domain-profile library YAML (default: the shipped, neutral one)
@@ -112,6 +153,8 @@ class ServerSettings:
                      "max_upload_bytes", "max_predicts", "max_unstarted", "max_predict_channels"):
             if getattr(self, name) is not None and getattr(self, name) < 1:  # None: the device's policy
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if not self.resume_seconds >= 0:
+            raise ConfigError("--resume-seconds must be 0 or more")
         if self.measure_processes < 0:
             raise ConfigError("--measure-processes must be at least 0")
         for name in ("start_timeout", "max_predict_seconds"):
@@ -127,6 +170,30 @@ class ServerSettings:
             raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
         if self.mqtt_ca_file is not None and not (self.mqtt or "").startswith("mqtts://"):
             raise ConfigError("--mqtt-ca-file needs an mqtts:// --mqtt URL")
+        if self.audiohook_client_secret is not None:
+            from stream.protocol.http_signature import decode_secret  # ConfigError-worthy: names what is wrong
+
+            if not self.audiohook_api_key:
+                raise ConfigError("--audiohook-client-secret needs --audiohook-api-key (Genesys sends both)")
+            try:
+                decode_secret(self.audiohook_client_secret)
+            except ValueError as exc:
+                raise ConfigError(f"--audiohook-client-secret: {exc}") from None
+        if self.audiosocket_port is not None:
+            from .audiosocket_options import check_settings  # port, allow-list and party names
+
+            check_settings(self)
+        if self.catalog:
+            from .catalog.location import driver_url  # SQLAlchemy loads only for a server that checks this
+
+            driver_url(self.catalog)  # CatalogUnavailable (a ConfigError) names what is wrong with it
+        if self.webhook or self.webhook_secret:
+            from .webhooks.receivers import receivers  # ConfigError: unpaired, not http(s), not whsec_<base64>
+
+            receivers(self.webhook, self.webhook_secret)
+        for name in ("webhook_timeout", "webhook_max_delay", "webhook_give_up_hours"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
 
     @property
     def retention(self) -> float | None:

@@ -45,14 +45,22 @@ class Fanout:
 
 def without_feed_messages(sink: Sink) -> Sink:
     """`sink` as it was before the monitor feed: no alert, acknowledgement, digest or snapshot
-    messages, and `session_started` without the feed's own fields (`started_at`, `infos`)."""
+    messages, and `session_started` without the feed's own fields (`started_at`, `infos`).
+
+    `session_started` keeps `info`, the first party's `info` event; every party's `info` event then
+    follows as a message of its own (each on its party's MQTT topic), so a split session's other
+    parties are described too."""
 
     def send(message: dict) -> None:
         kind = message.get("type")
         if kind in FEED_ONLY:
             return
         if kind == "session_started":
-            message = {k: v for k, v in message.items() if k not in FEED_FIELDS}
+            sink({k: v for k, v in message.items() if k not in FEED_FIELDS})
+            infos = message.get("infos")
+            for info in infos.values() if isinstance(infos, dict) else ():
+                sink({**info, "replay": True} if message.get("replay") else info)  # a replay's are marked too
+            return
         sink(message)
 
     return send

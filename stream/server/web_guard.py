@@ -8,9 +8,9 @@ clients) are judged by their credential alone.
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit
 
+from .refusal import refuse
 from .settings import LOOPBACK_HOSTS, ServerSettings, is_loopback
 
 # The dashboard loads only its own files, talks only to its own server, and is never framed.
@@ -90,10 +90,4 @@ class WebGuard:
 
 
 async def _refuse(scope, send, status: int, code: str, message: str) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message})
-        return
-    body = json.dumps({"type": "error", "code": code, "message": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), *SECURITY_HEADERS]})
-    await send({"type": "http.response.body", "body": body})
+    await refuse(scope, send, status, code, message, SECURITY_HEADERS if scope["type"] == "http" else ())

@@ -79,7 +79,7 @@ def test_an_alert_is_what_fired_and_firing_it_twice_changes_nothing(backend):
     assert {k: alert[k] for k in ("id", "session_id", "seq", "kind", "party", "stream_time", "text", "state")} == {
         "id": "s1#1", "session_id": "s1", "seq": 1, "kind": "dual", "party": "agent", "stream_time": 2.5,
         "text": "dual at 2.5", "state": "open"}
-    assert alert["created_at"].endswith("+00:00") and alert["ack_by"] is None
+    assert alert["at"].endswith("+00:00") and alert["ack"] is None
     assert (session["alerts"], session["open_alerts"]) == (1, 1)
 
 
@@ -94,8 +94,9 @@ def test_acknowledging_twice_returns_the_first_acknowledgement_unchanged(backend
 
     (alert, was_first), (again, was_first_again), session = backend.run(body)
     assert was_first is True and was_first_again is False
-    assert (alert["state"], alert["ack_by"], alert["ack_note"], alert["assignee"]) == (
-        "acknowledged", "alice", "checked the call", "bob")
+    assert alert["state"] == "acknowledged" and alert["ack"]["at"].endswith("+00:00")
+    assert {k: alert["ack"][k] for k in ("by", "note", "assignee")} == {
+        "by": "alice", "note": "checked the call", "assignee": "bob"}
     assert again == alert  # the second caller sees who acknowledged it first, and when
     assert (session["alerts"], session["open_alerts"]) == (3, 2)
 

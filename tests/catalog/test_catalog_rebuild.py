@@ -99,7 +99,8 @@ def test_rebuilding_twice_changes_nothing_and_keeps_acknowledgements(backend, re
     first, second, second_report, acked, after, alert = backend.run(body)
     assert first == second and second_report.access_entries == 0
     assert acked != second and after == acked
-    assert (alert["state"], alert["ack_by"], alert["ack_note"], alert["assignee"]) == ("acknowledged", "alice", "seen", "bob")
+    assert (alert["state"], alert["ack"]["by"], alert["ack"]["note"], alert["ack"]["assignee"]) == (
+        "acknowledged", "alice", "seen", "bob")
 
 
 def test_rebuild_follows_the_folder(backend, recordings):

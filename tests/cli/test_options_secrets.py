@@ -18,7 +18,11 @@ SECRETS = {
     "EMOSTREAM_TWILIO_AUTH_TOKEN": "twilio-c0ffee",
     "EMOSTREAM_MQTT_PASSWORD": "mqttpw-91b3",
     "EMOSTREAM_MQTT": "mqtt://site:urlpw-55aa@broker.local:1883",
+    "EMOSTREAM_CATALOG": "postgresql://emo:catpw-6b2d@db.local/emostream",
+    "EMOSTREAM_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    "EMOSTREAM_AUDIOHOOK_API_KEY": "ahkey-0d93e1",
 }
+URL_PASSWORDS = {"EMOSTREAM_MQTT": "urlpw-55aa", "EMOSTREAM_CATALOG": "catpw-6b2d"}
 
 
 def test_serve_help_masks_secrets_from_the_environment():
@@ -28,10 +32,10 @@ def test_serve_help_masks_secrets_from_the_environment():
     assert done.returncode == 0, done.stderr
     flat = " ".join(done.stdout.split())  # argparse wraps help lines
     for name, value in SECRETS.items():
-        secret = value.split(":")[2].split("@")[0] if name == "EMOSTREAM_MQTT" else value
-        assert secret not in flat, f"{name}'s value is printed by --help"
+        assert URL_PASSWORDS.get(name, value) not in flat, f"{name}'s value is printed by --help"
     assert flat.count("default ***") >= 6, flat
     assert "mqtt://site:***@broker.local:1883" in flat  # the URL stays recognisable, its password not
+    assert "postgresql://emo:***@db.local/emostream" in flat
     assert "default emostream" in flat  # other defaults are still shown
 
 

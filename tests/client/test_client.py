@@ -12,7 +12,7 @@ import pytest
 from audio_fixtures import espeak, write_stereo16, write_wav16
 from server_harness import start_server
 
-from stream.client import Client, ClientError, HandshakeRefused, ServerError, StreamClosed, stream_file
+from stream.client import Client, ClientError, HandshakeRefused, ServerError, stream_file
 
 TOKEN = "s3cret"
 
@@ -96,7 +96,7 @@ def test_a_wrong_token_is_a_clear_refusal(server, speech_silence_speech, tmp_pat
     wav = write_wav16(tmp_path / "call.wav", speech_silence_speech.samples[:16000])
     with pytest.raises(HandshakeRefused) as caught:
         collect(stream_file(wav, server.ws, token="wrong", session_id="never"))
-    assert caught.value.status == 403 and "wrong token" in str(caught.value)
+    assert caught.value.status == 401 and "wrong token" in str(caught.value)
     assert isinstance(caught.value, ClientError) and not (server.recordings / "never").exists()
     with pytest.raises(HandshakeRefused):
         collect(stream_file(wav, server.ws, session_id="never"))  # no token at all
@@ -146,7 +146,7 @@ def test_limits_become_exceptions_and_nothing_is_lost(tiny_model_dir, tmp_path, 
     async def run():
         results = {}
         async with Client(srv.ws) as first:
-            with pytest.raises(StreamClosed) as full:  # the only slot is taken
+            with pytest.raises(ServerError) as full:  # the only slot is taken: the server says so, then closes
                 async with Client(srv.ws):
                     pass
             results["full"] = full.value
@@ -172,7 +172,7 @@ def test_limits_become_exceptions_and_nothing_is_lost(tiny_model_dir, tmp_path, 
         results = asyncio.run(run())
     finally:
         srv.stop()
-    assert results["full"].close == 1013 and "try again later" in str(results["full"])
+    assert results["full"].code == "server_full" and results["full"].closes and "1 sessions" in str(results["full"])
     assert results["long"].code == "session_too_long" and results["long"].closes
     assert results["after"][-1] == "summary"
     error, code = results["big"]

@@ -26,6 +26,7 @@ class RayApp(Loopback):
     port: int
     recordings: Path
     ingress_port: int | None = None  # where ingress replicas accept connections themselves
+    catalog: str | None = None  # the shared catalog's URL (None: SQLite in the recordings folder)
 
     @property
     def headers(self) -> dict:
@@ -50,8 +51,10 @@ class RayApp(Loopback):
             time.sleep(0.5)
 
 
-def deploy(model_dir: Path, tmp: Path, **layout) -> RayApp:
-    """serve.run the application on the Ray that this process is connected to; small CPU reservations."""
+def deploy(model_dir: Path, tmp: Path, catalog: str | None = None, **layout) -> RayApp:
+    """serve.run the application on the Ray that this process is connected to; small CPU reservations.
+
+    `catalog`: the replicas' shared session catalog (default: SQLite in the shared recordings folder)."""
     from ray import serve
 
     from models.loader import ModelOptions
@@ -61,11 +64,12 @@ def deploy(model_dir: Path, tmp: Path, **layout) -> RayApp:
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
-    settings = ServerSettings(port=port, token=TOKEN, recordings=tmp / "recordings", max_wait_ms=50)
+    settings = ServerSettings(port=port, token=TOKEN, recordings=tmp / "recordings", max_wait_ms=50,
+                              catalog=catalog)
     options = ClusterOptions(**{"cpus_per_ingress": 0.2, "cpus_per_scorer": 0.2, "cpus_for_hub": 0.05, **layout})
     model = ModelOptions(model_dir=str(model_dir), device="cpu", threads=1, offline=True, dtype="float32")
     serve.run(build_app(settings, model, options), name=options.app_name, route_prefix="/")
-    app = RayApp(port, settings.recordings, options.ingress_port)
+    app = RayApp(port, settings.recordings, options.ingress_port, catalog)
     health = app.wait_ready(options.ingress_replicas)
     assert health["status"] == "ok", health
     return app

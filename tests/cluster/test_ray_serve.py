@@ -18,20 +18,25 @@ import pytest
 import soxr
 from websockets.asyncio.client import connect
 
-from ray_harness import assert_same_events, deploy, events_of, native, read_all, twilio
+from bench.drills import write_drill
+from postgres_harness import postgres  # noqa: F401 — the session's PostgreSQL cluster, as a fixture
+from ray_harness import TOKEN, assert_same_events, deploy, events_of, native, read_all, twilio
 from server_harness import free_port
+from stream.cli.replay import load_recording, run_replays
+from stream.server.catalog import CATALOG_FILE
 from stream.cli.main import main as cli_main
 
 
 @pytest.fixture(scope="module")
-def app(tiny_model_dir, tmp_path_factory):
+def app(tiny_model_dir, tmp_path_factory, postgres):  # noqa: F811
+    """Two ingress replicas sharing one PostgreSQL catalog (a real server) and one recordings folder."""
     import ray
     from ray import serve
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         yield deploy(tiny_model_dir, tmp_path_factory.mktemp("ray"), ingress_replicas=2, scorer_replicas=1,
-                     ingress_port=free_port())  # fmt: skip
+                     ingress_port=free_port(), catalog=postgres.create_database("ray"))  # fmt: skip
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -97,11 +102,16 @@ def test_streams_on_both_replicas_reach_every_monitor(app, pcm, reference):
         # Paced at twice real time: the monitors subscribe while the native sessions are live.
         sessions = await asyncio.gather(native(app, pcm, "ray-a", pace=0.05), native(app, pcm, "ray-b", pace=0.05),
                                         twilio(app, samples8k, "MZray"))  # fmt: skip
-        listed = httpx.get(f"{app.http}/api/sessions", headers=app.headers, timeout=30).json()["sessions"]
         for _ in range(100):
             if all(sum(m["type"] == "session_ended" for m in s) == 3 for s in seen):
                 break
             await asyncio.sleep(0.1)
+        for _ in range(50):  # (the catalog is written a moment after the summary)
+            listed = (await asyncio.to_thread(httpx.get, f"{app.http}/api/sessions", headers=app.headers,
+                                              timeout=30)).json()["sessions"]  # fmt: skip
+            if {"ray-a", "ray-b", "twilio-MZray"} <= {s["session_id"] for s in listed}:
+                break
+            await asyncio.sleep(0.2)
         for task in followers:
             task.cancel()
         for ws, reader in zip(monitors, readers):
@@ -162,8 +172,51 @@ def test_ingress_replicas_take_websockets_on_their_shared_port(app, pcm, referen
     for messages in asyncio.run(run()):
         assert messages[-1]["type"] == "summary" and messages[-1]["stats"]["status"] == "complete"
         assert_same_events(events_of(messages), reference)
-    listed = {s["session_id"] for s in httpx.get(f"{app.http}/api/sessions", headers=app.headers, timeout=30).json()["sessions"]}
-    assert {f"direct-{k}" for k in range(4)} <= listed
+    wanted = {f"direct-{k}" for k in range(4)}
+    for _ in range(50):  # (the catalog is written a moment after the summary)
+        listed = {s["session_id"] for s in httpx.get(f"{app.http}/api/sessions", headers=app.headers, timeout=30).json()["sessions"]}
+        if wanted <= listed:
+            break
+        time.sleep(0.2)
+    assert wanted <= listed
+
+
+def test_two_ingress_replicas_write_one_postgresql_catalog_and_each_lists_the_others_sessions(app, postgres, tmp_path):  # noqa: F811
+    """Replayed calls land on both replicas (the kernel spreads --ingress-port connections); each lists them all."""
+    direct = replace(app, port=app.ingress_port)
+    write_drill(tmp_path, "shared", seconds=4.0)
+    recording = load_recording(tmp_path / "shared")[0]
+    busiest: dict[str, int] = {}
+
+    async def run():
+        replays = asyncio.create_task(run_replays([recording], direct.ws, token=TOKEN, speed=2.0, as_many=12,
+                                                  echo=False, out=open("/dev/null", "w")))  # fmt: skip
+        while not replays.done():
+            for replica, seen in (await asyncio.to_thread(app.health))["ingress_replicas"].items():
+                busiest[replica] = max(busiest.get(replica, 0), seen["sessions"])
+            await asyncio.sleep(0.2)
+        return await replays
+
+    totals = asyncio.run(run())
+    assert totals.done == 12 and totals.failed == 0
+    assert len(busiest) == 2 and all(busiest.values()), busiest  # both replicas ran some of the calls
+    ids = {f"replay-shared-{k}" for k in range(1, 13)}
+    answered: dict[str, set[str]] = {}
+    for _ in range(60):  # a kept-alive connection stays with the replica that accepted it
+        with httpx.Client(base_url=direct.http, headers=app.headers, timeout=30) as client:
+            replica = client.get("/healthz").json()["replica"]
+            if replica not in answered:
+                deadline = time.monotonic() + 20
+                while not ids <= answered.get(replica, set()) and time.monotonic() < deadline:
+                    page = client.get("/api/sessions", params={"source": "replay", "limit": 500}).json()
+                    answered[replica] = {s["session_id"] for s in page["sessions"] if s["status"] == "complete"}
+                    time.sleep(0.2)
+        if len(answered) == 2:
+            break
+    assert len(answered) == 2 and all(ids <= seen for seen in answered.values()), answered
+    database = app.catalog.rsplit("/", 1)[1]
+    assert int(postgres.sql("SELECT count(*) FROM sessions WHERE session_id LIKE 'replay-shared-%'", database)) == 12
+    assert not (app.recordings / CATALOG_FILE).exists()  # the shared database, not a file per folder
 
 
 def test_a_scorer_replica_killed_mid_stream_loses_no_window(app, pcm, reference):
@@ -235,6 +288,12 @@ def test_an_ingress_replica_killed_mid_stream_leaves_a_repaired_recording(app, p
         time.sleep(1.0)
     meta = json.loads((folder / "session.json").read_text())
     assert meta["status"] == "interrupted"
+    while True:  # the repair reaches the shared catalog too
+        listed = httpx.get(f"{app.http}/api/sessions", params={"status": "interrupted"}, headers=app.headers, timeout=30)
+        if "ray-crash" in {s["session_id"] for s in listed.json()["sessions"]}:
+            break
+        assert time.monotonic() < deadline, "the catalog still lists the crashed session as live"
+        time.sleep(1.0)
     with wave.open(str(folder / "audio.wav")) as w:  # a readable WAV holding the audio up to the crash
         got = np.frombuffer(w.readframes(w.getnframes()), "<i2")
     assert 16000 <= len(got) < len(pcm) and np.array_equal(got, pcm[: len(got)])

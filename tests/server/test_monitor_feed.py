@@ -18,7 +18,7 @@ from stream.protocol.native import event_message
 from stream.server.alerts import AlertCounter
 from stream.server.metrics import ServerMetrics
 from stream.server.monitor_feed import (
-    MAX_SUBSCRIPTIONS, PRUNE_SECONDS, RING_MESSAGES, MonitorFeed, describe_fields,
+    IMMEDIATE_PER_SECOND, MAX_SUBSCRIPTIONS, PRUNE_SECONDS, RING_MESSAGES, MonitorFeed, describe_fields,
 )  # fmt: skip
 from stream.server.scheduler import BatchScheduler
 from stream.server.session import LiveSession, SessionHooks, SessionSpec
@@ -149,11 +149,13 @@ def test_session_started_carries_every_partys_info_and_session_ended_its_summary
 
 
 def test_windows_reach_no_unsubscribed_monitor_and_one_digest_carries_the_changed_sessions():
-    box = Box()
-    feed = feed_with(box)
+    box, clock = Box(), Clock()
+    feed = feed_with(box, clock=clock)
     for sid in ("a", "b", "c"):
         feed.broadcast(started(sid, ("caller", "agent") if sid == "c" else ()))
+    feed.tick()  # (two deltas go out at once in a second: the third waits for this tick's batch)
     box.sent.clear()
+    clock.now += 1
     for i in range(10):
         feed.broadcast(window("a", i, score=0.5 + i / 100))
         feed.broadcast(window("c", i, party="agent", dominant="fearful"))
@@ -204,11 +206,40 @@ def test_subscribe_replays_recent_events_then_streams_them_until_unsubscribed():
     assert watcher.take() == [{"type": "unsubscribed", "session_id": "s1"}]
 
 
+def test_a_burst_of_deltas_goes_out_two_at_once_then_in_batches_in_order_and_never_over_5_a_second():
+    box, clock, live = Box(), Clock(), []
+    feed = feed_with(box, clock=clock, live=lambda: live)
+    box.sent.clear()
+    sent: list[tuple[float, dict]] = []  # (when, message) for every message the monitor got
+    for second in range(12):
+        for k in range(40 if second < 2 else 0):  # 80 session starts, each with an alert, in two seconds
+            clock.now = 1000 + second + k / 40
+            live.append({"session_id": f"c{second}-{k}"})
+            feed.broadcast(started(f"c{second}-{k}", metadata={"queue": "x" * 2000}))
+            feed.broadcast(alert(f"c{second}-{k}", 1))
+            sent += [(clock.now, m) for m in box.take()]
+        clock.now = 1000 + second + 0.999
+        feed.tick()
+        sent += [(clock.now, m) for m in box.take()]
+    flat = []
+    for _, m in sent:
+        flat += m["messages"] if m["type"] == "batch" else [m] if m["type"] != "digest" else []
+    expected = [(kind, f"c{s}-{k}") for s in range(2) for k in range(40) for kind in ("session_started", "alert")]
+    assert [(m["type"], m["session"]["session_id"] if m["type"] == "session_started" else m["alert"]["session_id"])
+            for m in flat] == expected  # every delta once, in order
+    assert [m["type"] for _, m in sent[:IMMEDIATE_PER_SECOND]] == ["session_started", "alert"]
+    assert sum(m["type"] == "batch" for _, m in sent) >= 2  # a burst of 160 kB drains over several ticks
+    for start in np.arange(1000, 1012, 0.25):  # any one-second interval
+        window_ = [m for t, m in sent if start <= t < start + 1]
+        assert len(window_) <= 5 and sum(len(json.dumps(m)) for m in window_) <= 150_000
+
+
 def test_a_ninth_subscription_is_refused_and_an_ended_session_frees_its_slot():
     box = Box()
     feed = feed_with(box)
     for i in range(MAX_SUBSCRIPTIONS + 1):
         feed.broadcast(started(f"s{i}"))
+    feed.tick()  # the starts beyond the first three went in a batch
     box.sent.clear()
     for i in range(MAX_SUBSCRIPTIONS + 1):
         feed.receive(box, json.dumps({"type": "subscribe", "session_id": f"s{i}"}))
@@ -217,6 +248,7 @@ def test_a_ninth_subscription_is_refused_and_an_ended_session_frees_its_slot():
     assert replies[-1]["code"] == "too_many_subscriptions" and replies[-1]["session_id"] == f"s{MAX_SUBSCRIPTIONS}"
     feed.receive(box, json.dumps({"type": "subscribe", "session_id": "s0"}))  # subscribing again is no new slot
     assert box.take()[0]["type"] == "subscribed"
+    feed.clock.now += 1
     feed.broadcast({"type": "session_ended", "session_id": "s0", "summary": {}})  # closes its subscription
     feed.broadcast(window("s0", 0))  # a late message of an ended session goes nowhere
     feed.receive(box, json.dumps({"type": "subscribe", "session_id": f"s{MAX_SUBSCRIPTIONS}"}))
@@ -370,8 +402,12 @@ def test_mqtt_never_sees_the_feeds_messages_nor_its_fields():
         sink({"type": kind})
     sink(started("s1"))
     sink(window("s1", 0))
-    assert [m["type"] for m in got] == ["session_started", "window"]
-    assert "infos" not in got[0] and "started_at" not in got[0] and got[0]["info"] == info("s1")
+    assert [m["type"] for m in got] == ["session_started", "info", "window"]  # the info on its own topic too
+    assert "infos" not in got[0] and "started_at" not in got[0] and got[0]["info"] == got[1] == info("s1")
+    got.clear()
+    sink(started("s2", ("caller", "agent")))  # every party's info reaches MQTT, each on its party's topic
+    assert [(m["type"], m.get("party")) for m in got] == [("session_started", None), ("info", "caller"), ("info", "agent")]
+    assert got[0]["info"] == got[1] == info("s2", "caller") and got[2] == info("s2", "agent")
 
 
 def test_describe_carries_each_partys_state(scorer, two_voices):
@@ -409,6 +445,7 @@ def test_the_server_tells_its_alert_hooks_first_then_every_monitor_and_acknowled
     from stream.server.settings import ServerSettings
 
     server = EmostreamServer(ServerSettings(recordings=tmp_path / "rec"), scorer)
+    server.monitor.clock = Clock()
     box, order = Box(), []
     server.monitor.connect(box)
     server.monitor.broadcast(started("s1"))
@@ -427,6 +464,7 @@ def test_the_server_tells_its_alert_hooks_first_then_every_monitor_and_acknowled
     assert message["type"] == "alert" and message["alert"] == {**raised.to_dict(), "at": order[0][2], "state": "open",
                                                                 "ack": None}
     ack = {"by": "supervisor", "at": "2026-01-01T00:01:00+00:00", "note": "called back", "assignee": None}
+    server.monitor.clock.now += 1  # (two deltas this second already: a third would wait for the batch)
     server.acknowledged({**message["alert"], "ack": ack})
     assert box.messages()[-1] == {"type": "alert_acknowledged", "alert": {**message["alert"], "state": "acknowledged", "ack": ack}}
     server.monitor.tick()

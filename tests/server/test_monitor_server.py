@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from server_harness import start_server
+from server_harness import start_server, unbatched
 from stream.client import Client
 from stream.server.alerts import ALERT_KINDS, alerts_in
 
@@ -53,7 +53,7 @@ class Monitor:
     async def _read(self):
         try:
             async for raw in self.ws:
-                self.seen.append(json.loads(raw))
+                self.seen.extend(unbatched(json.loads(raw)))
         except ConnectionClosed:
             pass
 

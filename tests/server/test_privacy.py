@@ -268,7 +268,12 @@ def test_openapi_describes_the_http_api(roles):
     assert spec["openapi"].startswith("3.")
     paths = spec["paths"]
     assert set(paths) == {"/healthz", "/metrics", "/api/sessions", "/api/sessions/{session_id}",
-                          "/api/sessions/{session_id}/audio", "/api/sessions/{session_id}/events", "/api/predict"}
+                          "/api/sessions/{session_id}/audio", "/api/sessions/{session_id}/events", "/api/predict",
+                          "/api/alerts", "/api/alerts/{alert_id}/ack", "/api/webhooks",
+                          "/api/webhooks/dead/{delivery_id}/retry"}
+    assert paths["/api/webhooks/dead/{delivery_id}/retry"]["post"]["x-right"] == "admin"  # re-sends what receivers get
+    assert set(paths["/api/alerts/{alert_id}/ack"]) == {"post"}
+    assert paths["/api/alerts/{alert_id}/ack"]["post"]["x-right"] == "watch"  # supervisors acknowledge
     assert set(paths["/api/sessions/{session_id}"]) == {"get", "delete"}
     assert "409" in {str(k) for k in paths["/api/sessions/{session_id}"]["delete"]["responses"]}
     assert {"413", "429"} <= {str(k) for k in paths["/api/predict"]["post"]["responses"]}

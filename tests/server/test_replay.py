@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from server_harness import ROOT, start_server
+from server_harness import ROOT, start_server, unbatched
 from stream.client import Client
 from stream.server.alerts import alerts_in
 from test_mqtt import Broker, Subscriber, unique
@@ -83,10 +83,11 @@ def test_a_replayed_call_goes_through_the_real_paths_marked_as_a_replay(floor):
             async def read():
                 try:
                     async for raw in mon:
-                        message = json.loads(raw)
-                        feed.append(message)
-                        if message["type"] == "session_started" and message["session"]["replay"]:
-                            await mon.send(json.dumps({"type": "subscribe", "session_id": message["session"]["session_id"]}))
+                        for message in unbatched(json.loads(raw)):
+                            feed.append(message)
+                            if message["type"] == "session_started" and message["session"]["replay"]:
+                                await mon.send(json.dumps({"type": "subscribe",
+                                                           "session_id": message["session"]["session_id"]}))
                 except ConnectionClosed:
                     pass
 
@@ -216,7 +217,7 @@ def test_replay_needs_the_stream_right(floor):
                 pass
         return caught.value.response.status_code
 
-    assert asyncio.run(refused({})) == 403  # refused at the handshake (docs/protocol.md)
+    assert asyncio.run(refused({})) == 401  # refused at the handshake (docs/protocol.md): no credential
     assert asyncio.run(refused({"Authorization": "Bearer w4tch"})) == 403  # watching is not replaying
     result = subprocess.run(replay_cli(server, str(server.recordings / ORIGINAL), token="w4tch"), cwd=ROOT,
                             capture_output=True, text=True, timeout=60)  # fmt: skip

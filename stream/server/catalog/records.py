@@ -182,8 +182,12 @@ def alert_row(alert: Alert, created_at: str) -> dict:
 
 
 def alert_item(row: Mapping) -> dict:
-    """An `alerts` row as the API lists it."""
-    return dict(row)
+    """An `alerts` row as the API lists it: the monitor feed's Alert (docs/monitor.md), `at` when it was raised."""
+    ack = ({"by": row["ack_by"], "at": row["ack_at"], "note": row["ack_note"], "assignee": row["assignee"]}
+           if row["state"] == "acknowledged" else None)
+    return {"id": row["id"], "session_id": row["session_id"], "seq": row["seq"], "kind": row["kind"],
+            "party": row["party"], "stream_time": row["stream_time"], "text": row["text"], "at": row["created_at"],
+            "state": row["state"], "ack": ack}
 
 
 def access_row(entry: Mapping) -> dict:

@@ -166,7 +166,7 @@ class Catalog:
             rows = (await conn.execute(alerts_page(f, n, after))).mappings().all()
         items = [alert_item(row) for row in rows[:n]]
         more = len(rows) > n
-        return Page(items, cursors.encode("alerts", (items[-1]["created_at"], items[-1]["id"])) if more else None)
+        return Page(items, cursors.encode("alerts", (items[-1]["at"], items[-1]["id"])) if more else None)
 
     async def alert(self, alert_id: str) -> dict | None:
         """One alert, or None."""
