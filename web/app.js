@@ -34,6 +34,9 @@
   const MAX_ENDED = 200; // ended calls kept in the call list (oldest dropped first)
   const ALERT_PAGE = 100; // open alerts drawn at once ("Show more" adds as many)
   const MAX_ACKED = 50; // recently acknowledged alerts kept on the page
+  // Open alerts the page holds (newest first); older ones stay in the catalog and "Load older" fetches them, so
+  // a floor that leaves alerts unacknowledged for hours never grows the page (`#maxOpenAlerts=N` lowers it).
+  const MAX_OPEN_ALERTS = Number((location.hash.match(/(?:^#|&)maxOpenAlerts=(\d+)/) || [])[1]) || 1000;
   const HISTORY_LIMIT = 50; // sessions per page of a history search
   const MAX_WINDOWS = 6000; // windows a lane of the selected call keeps (10 min at a 0.1 s hop); older ones are dropped
 
@@ -389,6 +392,8 @@
     openCache: null, // open alerts, newest first (null: recompute)
     acked: [], // ids of recently acknowledged alerts, newest acknowledgement first
     shown: ALERT_PAGE,
+    cap: MAX_OPEN_ALERTS, // open alerts held; "Load older" raises it by what it fetched
+    older: 0, // open alerts let go of (the oldest beyond the cap): the catalog has them
     forms: new Map(), // alert id -> {note, assignee, busy, error}: an acknowledgement being written
     lastAssignee: "",
 
@@ -439,6 +444,38 @@
     }
     if (a.state === "acknowledged") noteAcked(a.id);
     else if (counted) announce(a);
+    alertStore.changed();
+    if (counted) trimOpen();
+  }
+
+  /** Let go of the oldest open alerts beyond the cap (never one being acknowledged): the catalog keeps them. */
+  function trimOpen() {
+    const open = alertStore.open();
+    if (open.length <= alertStore.cap) return;
+    for (const a of open.slice(alertStore.cap)) {
+      if (alertStore.forms.has(a.id)) continue;
+      alertStore.byId.delete(a.id);
+      alertStore.older += 1;
+    }
+    alertStore.changed();
+  }
+
+  /** The next open alerts older than the oldest held, from GET /api/alerts. */
+  async function loadOlderAlerts() {
+    const open = alertStore.open();
+    const oldest = open[open.length - 1];
+    const q = new URLSearchParams({ state: "open", limit: String(ALERT_PAGE) });
+    if (oldest && oldest.at) q.set("to", oldest.at);
+    try {
+      const body = await (await api(`/api/alerts?${q}`)).json();
+      const got = (body.alerts || []).filter((a) => a && !alertStore.byId.has(a.id));
+      alertStore.cap += got.length;
+      alertStore.older = body.next_cursor ? Math.max(0, alertStore.older - got.length) : 0;
+      for (const a of got) addAlert(a, false);
+      alertStore.shown = Math.max(alertStore.shown, alertStore.open().length);
+    } catch (err) {
+      // The catalog could not be asked: the held alerts stay as they are.
+    }
     alertStore.changed();
   }
 
@@ -1617,6 +1654,9 @@
     const more = $('[data-testid="alerts-more"]');
     more.hidden = open.length <= alertStore.shown;
     more.textContent = `Show more (${open.length - shown.length} older)`;
+    const older = $('[data-testid="alerts-older"]');
+    older.hidden = !alertStore.older || open.length > alertStore.shown;
+    older.querySelector("span").textContent = `${alertStore.older} older open alert${alertStore.older === 1 ? "" : "s"} in the catalog.`;
     const want = new Set(shown.map((a) => a.id));
     for (const [id, el] of alertEls) {
       if (!want.has(id)) {
@@ -2053,6 +2093,7 @@
     scroll.addEventListener("keydown", onListKey);
     if (window.ResizeObserver) new ResizeObserver(() => invalidate("list")).observe(scroll);
 
+    $('[data-testid="alerts-older"] button').addEventListener("click", loadOlderAlerts);
     $('[data-testid="alerts-more"]').addEventListener("click", () => {
       alertStore.shown += ALERT_PAGE;
       invalidate("alerts");

@@ -169,3 +169,30 @@ def test_history_search_pages_through_next_cursor(page, floor_server):  # noqa: 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-history.png"))
     assert not page.errors, page.errors
+
+
+def test_the_page_holds_a_bounded_number_of_open_alerts_and_loads_older_ones_from_the_catalog(page, floor_server,  # noqa: F811
+                                                                                             tmp_path):
+    """Alerts left unacknowledged for hours never grow the page: beyond the cap they stay in the catalog."""
+    from bench.drills import write_drill
+    from server_harness import replay_into
+
+    write_drill(tmp_path, "noisy", seconds=12.0, alert_every=0.4)  # 30 alerts
+    page.goto(f"{floor_server.http}/#token={TOKEN}&maxOpenAlerts=10")
+    page.wait_for_function("window.emostreamState && window.emostreamState.feed.snapshots > 0", timeout=15_000)
+    before = len(state(page)["openAlerts"])
+    with ThreadPoolExecutor(1) as pool:  # (playwright's own loop runs in this thread)
+        pool.submit(replay_into, floor_server, [tmp_path / "noisy"], 4.0).result()
+    page.wait_for_function(  # every alert arrived (the feed paces them): 10 held, the rest let go of
+        """n => { const el = document.querySelector('[data-testid=alerts-older]');
+                  return !el.hidden && el.querySelector('span').textContent.startsWith(`${n} older open alerts`); }""",
+        arg=before + 20, timeout=15_000)
+    settle(page)
+    assert len(state(page)["openAlerts"]) == 10  # the newest, held
+    note = page.get_by_test_id("alerts-older")
+    note.locator("button").click()
+    page.wait_for_function("n => window.emostreamState.openAlerts.length === n", arg=before + 30, timeout=15_000)
+    settle(page)
+    held = set(state(page)["openAlerts"])
+    assert {f"replay-noisy-1#{n}" for n in range(1, 31)} <= held  # every one of the call's alerts, once
+    assert note.is_hidden() and not page.errors, page.errors
