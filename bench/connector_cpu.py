@@ -11,10 +11,11 @@ telephony call, one stream at a time and unpaced, through each way in:
   AudioSocket (TCP frames, `--audiosocket-port`) and `/ws/vonage` (a JSON preamble, then L16);
 - two voices (caller and agent), each analyzed as its own party: `/ws/stream` with
   `split_channels` (interleaved stereo), `/ws/twilio` with both tracks, AudioSocket as two legs
-  of one call (two TCP connections), `/ws/jambonz` and `/ws/audiofork` (stereo L16 after their
-  preambles, subprotocols `audio.jambonz.org` and `audio.drachtio.org`) and `/ws/audiohook`
-  (Genesys AudioHook: open → opened, stereo PCMU, a ping every 5 s of audio, close → closed; the
-  upgrade request signed with the client secret).
+  of one call (two TCP connections; both legs' first frames half a second before the rest, so
+  that both have joined before either ends), `/ws/jambonz` and `/ws/audiofork` (stereo L16 after
+  their preambles, subprotocols `audio.jambonz.org` and `audio.drachtio.org`) and
+  `/ws/audiohook` (Genesys AudioHook: open → opened, stereo PCMU, a ping every 5 s of audio,
+  close → closed; the upgrade request signed with the client secret).
 
 The call is espeak-ng speech at 8 kHz (the rate every connector takes; Twilio and AudioHook
 take no other), the agent the same speech a third of the call later, both rounded to μ-law
@@ -23,8 +24,9 @@ values so that every connector carries exactly the same samples. The telephony c
 clients offer no compression, so every connector is read uncompressed, as AudioSocket's TCP is.
 
 For each stream the server's CPU time (user + system, /proc) is read before it starts and after
-its session is recorded as complete. Every connector runs once per round, the order reversed
-every other round, after one uncounted warm-up round. The report gives each connector's median
+its session is recorded as complete, every voice analyzed to its end (checked: a refused leg or
+a lost track fails the run). Every connector runs once per round, the order reversed every other
+round, after one uncounted warm-up round. The report gives each connector's median
 CPU seconds per stream and per second of audio, and its ratio to `/ws/stream` with as many
 voices: the median over rounds of the round's own ratio. The model's forward is the same for
 every connector with as many voices; the differences are the connectors' own costs (framing,
@@ -54,7 +56,7 @@ import numpy as np
 
 from bench import speech
 from bench.concurrent import Server, free_port
-from bench.throughput import cpu_name, log, random_model_dir
+from bench.throughput import describe_cpu, log, random_model_dir
 
 RATE = 8000  # Hz: telephony audio, the rate every connector takes
 NATIVE_MESSAGE = 0.1  # seconds of audio per /ws/stream message, as emostream's own client sends
@@ -177,16 +179,19 @@ async def twilio(ports: Ports, call: Call, sid: str, stereo: bool) -> str:
 
 
 async def audiosocket(ports: Ports, call: Call, sid: str, stereo: bool) -> str:
-    """AudioSocket: a UUID, 20 ms audio frames, a hangup; two voices as the legs `<call>-00000000000N` of one call."""
+    """AudioSocket: a UUID, audio frames, a hangup; two voices as the legs `<call>-00000000000N` of one call."""
     from stream.protocol.audiosocket import KIND_HANGUP, audio_frames, encode_frame, uuid_frame
 
     voices = (call.caller, call.agent) if stereo else (call.caller,)
     session = sid[:23] if stereo else sid  # a leg's call: the UUID's first four groups
     legs = [f"{session}-{leg:012d}" for leg in range(1, len(voices) + 1)] if stereo else [sid]
     links = [await asyncio.open_connection("127.0.0.1", ports.audiosocket) for _ in voices]
-    for (_, writer), leg in zip(links, legs):
-        writer.write(uuid_frame(leg))
-    for at in range(0, len(call.caller), RATE):  # a second of each leg in turn: both legs stream at once
+    for (_, writer), leg, voice in zip(links, legs, voices):
+        writer.write(uuid_frame(leg) + audio_frames(voice[: call.frame], RATE, call.frame_ms))
+        await writer.drain()
+    if stereo:  # every leg joins before one can end (unpaced, the first could end the call before the second joins)
+        await asyncio.sleep(0.5)
+    for at in range(call.frame, len(call.caller), RATE):  # a second of each leg in turn: the legs stream together
         for (_, writer), voice in zip(links, voices):
             writer.write(audio_frames(voice[at : at + RATE], RATE, call.frame_ms))
             await writer.drain()
@@ -307,16 +312,20 @@ BASELINE = {False: "stream", True: "stream-stereo"}
 
 
 # ---- the run ------------------------------------------------------------------------------------
-def ended(recordings: Path, sid: str, timeout: float = STREAM_TIMEOUT) -> None:
-    """Wait until the session's recording says it completed."""
+def recorded(recordings: Path, sid: str, voices: int, seconds: float, timeout: float = STREAM_TIMEOUT) -> None:
+    """Wait until the session's recording says it completed, and check that it analyzed every voice to the end."""
     path = recordings / sid / "session.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = json.loads(path.read_text()).get("status") if path.exists() else "live"
-        if status == "complete":
+        session = json.loads(path.read_text()) if path.exists() else {"status": "live"}
+        if session["status"] == "complete":
+            summary = session["summary"]
+            analyzed = [p["duration_seconds"] for p in summary.get("parties", {}).values()] or [summary["duration_seconds"]]
+            if len(analyzed) != voices or any(abs(s - seconds) > 0.01 for s in analyzed):
+                raise RuntimeError(f"session {sid} analyzed {analyzed} s, not {voices} voice(s) of {seconds:g} s")
             return
-        if status != "live":
-            raise RuntimeError(f"session {sid} ended {status!r}, not complete")
+        if session["status"] != "live":
+            raise RuntimeError(f"session {sid} ended {session['status']!r}, not complete")
         time.sleep(0.05)
     raise RuntimeError(f"session {sid} did not end")
 
@@ -337,8 +346,8 @@ def measure(server: Server, ports: Ports, call: Call, rounds: int) -> dict[str, 
         for c in CONNECTORS if r % 2 == 0 else CONNECTORS[::-1]:
             before = server.cpu_seconds()
             try:
-                recorded = asyncio.run(asyncio.wait_for(c.stream(ports, call, str(uuid.uuid4())), STREAM_TIMEOUT))
-                ended(server.recordings, recorded)
+                sid = asyncio.run(asyncio.wait_for(c.stream(ports, call, str(uuid.uuid4())), STREAM_TIMEOUT))
+                recorded(server.recordings, sid, 2 if c.stereo else 1, call.seconds)
             except Exception as exc:
                 raise RuntimeError(f"{c.name}: {type(exc).__name__}: {exc}\n{server.log_tail()}") from exc
             spent = server.cpu_seconds() - before
@@ -387,14 +396,14 @@ def main(argv=None) -> int:
         finally:
             server.stop()
     report = {
-        "date": _dt.date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
+        "date": _dt.date.today().isoformat(), "cpu": describe_cpu(), "cores": os.cpu_count(),
         "load_average": {"start": load_before, "end": os.getloadavg()},
         "arch": args.arch, "precision": health.get("precision"), "audio_seconds": call.seconds, "rate": RATE,
         "frame_ms": args.frame_ms, "rounds": args.rounds, "server_options": server.cmd[2:],
         "connectors": summarize(cpu, call.seconds),
     }
     print(f"server CPU per stream ({args.arch}, {report['precision']}, {call.seconds:g} s of speech at {RATE} Hz, "
-          f"{args.frame_ms} ms telephony messages, median of {args.rounds} rounds; {cpu_name()}, {os.cpu_count()} cores):")
+          f"{args.frame_ms} ms telephony messages, median of {args.rounds} rounds; {report['cpu']}, {os.cpu_count()} cores):")
     for name, row in report["connectors"].items():
         lo, hi = row["vs_stream_range"]
         print(f"  {name:17s} {row['voices']} voice(s) {row['cpu_seconds_median']:7.2f} CPU s "

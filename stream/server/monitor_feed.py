@@ -380,8 +380,10 @@ class MonitorFeed:
                 entry["a"], entry["o"] = session.alerts, len(session.open_ids)
             sessions[sid] = entry
         digest = encode({"type": "digest", "sessions": sessions}, compact=True) if sessions and self.outboxes else ""
-        if self._held:  # the batch takes what the second's byte budget leaves beside the digest
-            self._send_batch(max(MIN_BATCH_BYTES, BYTES_PER_SECOND - IMMEDIATE_BYTES - len(digest)))
+        if self._held:  # the batch takes what the second's byte budget leaves beside the digest,
+            # and at most half of the smallest monitor's queue (--max-queue-bytes), so it never overflows one
+            room = min((b.max_bytes for b in self.outboxes if getattr(b, "max_bytes", None)), default=BYTES_PER_SECOND)
+            self._send_batch(min(room // 2, max(MIN_BATCH_BYTES, BYTES_PER_SECOND - IMMEDIATE_BYTES - len(digest))))
         if digest:
             self._send_text(digest)
         if self.clock() - self._last_prune >= PRUNE_SECONDS:
@@ -436,10 +438,7 @@ class MonitorFeed:
             if self._held_bytes > MAX_HELD_BYTES:  # a flood of starts and alerts: begin again from the state
                 self._held.clear()
                 self._held_bytes = 0
-                snapshot = encode(self.snapshot())
-                for box in list(self.outboxes):
-                    box.put_text(snapshot, counted=False)
-                    self._check(box)
+                self._send_text(encode(self.snapshot()))  # (counted: a monitor that cannot take it is too slow)
             return
         self._sent_at.append(now)
         self._send_all(message)

@@ -16,7 +16,7 @@ import soxr
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from server_harness import start_server
+from server_harness import start_server, unbatched
 from stream.server.alerts import alerts_in
 from stream.server.mqtt import qos_for
 from test_mqtt import Broker, Subscriber, unique
@@ -97,7 +97,7 @@ def test_twilio_call_raises_flagged_alerts(planted_model_dir, alert_speech, tmp_
                 async def read():
                     try:
                         async for raw in mon:
-                            seen.append(json.loads(raw))
+                            seen.extend(unbatched(json.loads(raw)))
                     except ConnectionClosed:
                         pass
 

@@ -36,7 +36,9 @@ def server(tiny_model_dir, tmp_path_factory):
     s = start_server(
         tiny_model_dir, tmp, "--audio-root", str(tmp / "audio"), "--twilio-auth-token", TWILIO_AUTH,
         "--start-timeout", "2", "--max-queue-bytes", "65536", "--max-upload-bytes", "3000000",
-        "--max-predict-seconds", "30", "--max-predicts", "1", "--max-sessions", "3", token=TOKEN,
+        "--max-predict-seconds", "30", "--max-predicts", "1", "--max-sessions", "3",
+        "--resume-seconds", "0",  # (sockets these tests drop must free their slot at once, not wait to be resumed)
+        token=TOKEN,
     )
     yield s
     s.stop()
