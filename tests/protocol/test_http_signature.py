@@ -7,16 +7,7 @@ import base64
 import pytest
 from audiohook_client import API_KEY, CLIENT_SECRET, ORG, SIGNED, signature_headers
 
-from stream.protocol.http_signature import (
-    Item,
-    SignatureError,
-    SignedRequest,
-    Token,
-    decode_secret,
-    parse_dictionary,
-    serialize_item,
-    verify,
-)
+from stream.protocol.http_signature import MAX_HEADER_CHARS, SignatureError, SignedRequest, decode_secret, verify
 
 # RFC 9421, appendix B.2.5: the request of B.2 signed with the shared secret of B.1.5.
 RFC_SECRET = base64.b64decode("uzvJfB4u3N0Jy4T7NZ75MDVcr8zSTInedJtkgcu46YW4XByzNJjxBdtjUkdJPBtbmHhIDi6pcl8jsasjlTMtDQ==")
@@ -102,16 +93,27 @@ def test_the_authority_must_be_the_one_signed():
     assert verify(behind_proxy, decode_secret(CLIENT_SECRET), 1_700_000_001, SIGNED).label == "sig1"
 
 
-def test_structured_fields_parse_and_serialize_back():
-    text = 'sig1=("@method" "x-a");created=1;keyid="a\\"b";alg=hmac-sha256;flag, b=:AAE=:, c=?0, d=-12.5'
-    parsed = parse_dictionary(text)
-    assert parsed["sig1"].value == [Item("@method"), Item("x-a")]
-    assert parsed["sig1"].params == (("created", 1), ("keyid", 'a"b'), ("alg", Token("hmac-sha256")), ("flag", True))
-    assert parsed["b"].value == b"\x00\x01" and parsed["c"].value is False and parsed["d"].value == -12.5
-    assert serialize_item(parsed["sig1"]) == '("@method" "x-a");created=1;keyid="a\\"b";alg=hmac-sha256;flag'
-    for bad in ('sig1=("a" "b"', 'sig1="unterminated', "sig1=1,", "Sig1=1", 'a=("x")("y")', "a=1234567890123456"):
-        with pytest.raises(SignatureError):
-            parse_dictionary(bad)
+def test_signature_params_are_rebuilt_from_their_parsed_form():
+    # Spaces RFC 8941 allows, and a quoted keyid: the signer signed the canonical serialisation.
+    lax = 'sig-b25=( "date"  "@authority" "content-type" );created=1618884473;keyid="test-shared-secret"'
+    assert verify(rfc_request(**{"signature-input": [lax]}), RFC_SECRET, now=1618884473).label == "sig-b25"
+
+
+@pytest.mark.parametrize("signature_input", [
+    'sig1=("a" "b"', 'sig1="unterminated', "sig1=1,", "Sig1=1", 'a=("x")("y")', "a=1234567890123456",
+])
+def test_malformed_structured_fields_are_refused(signature_input):
+    with pytest.raises(SignatureError, match="malformed Signature-Input"):
+        verify(rfc_request(**{"signature-input": [signature_input]}), RFC_SECRET, now=1618884473)
+
+
+def test_a_token_where_a_string_belongs_and_an_overlong_header_are_refused():
+    token_alg = 'sig-b25=("date" "@authority" "content-type");created=1618884473;keyid="k";alg=hmac-sha256'
+    with pytest.raises(SignatureError, match="'alg' must be a string"):
+        verify(rfc_request(**{"signature-input": [token_alg]}), RFC_SECRET, now=1618884473)
+    long_input = RFC_HEADERS["signature-input"][0] + ";tag=" + '"' + "x" * MAX_HEADER_CHARS + '"'
+    with pytest.raises(SignatureError, match="longer than"):
+        verify(rfc_request(**{"signature-input": [long_input]}), RFC_SECRET, now=1618884473)
 
 
 def test_client_secrets_decode_as_genesys_writes_them():
