@@ -10,7 +10,8 @@ each party's latest state, its alerts, a ring of its recent event messages) and 
   which sends them as one `batch` message;
 - at most one `digest` a second with the sessions whose state changed (`tick`, driven by `run`);
 
-so a monitor that follows no session gets at most IMMEDIATE_PER_SECOND + 2 messages in any second,
+so a monitor that follows no session gets at most IMMEDIATE_PER_SECOND + 2 messages in any second
+of the server's clock (5, and under 150 kB, even where delivery bunches two ticks together),
 however many calls are live.
 - the per-session messages (windows, segments, ...) of the sessions it subscribed to.
 
@@ -40,13 +41,12 @@ MAX_SUBSCRIPTIONS = 8  # sessions one monitor may follow in full
 MAX_SNAPSHOT_ALERTS = 200  # open alerts in a snapshot, newest first
 KEEP_OPEN_ALERTS = 200  # open alerts a session keeps for snapshots (its counts stay exact)
 DIGEST_SECONDS = 1.0
-# Deltas sent at once in any second; the rest go in the next tick's `batch`. With the batch and the digest
-# that is 4 messages a second at most, leaving one of the budget's 5 for delivery jitter.
-IMMEDIATE_PER_SECOND = 2
-# An unsubscribed monitor's byte budget a second: a tick's batch takes what the digest and the
-# immediate deltas leave of it (at least MIN_BATCH_BYTES), so a burst of starts drains over ticks.
-BYTES_PER_SECOND = 120_000  # (the budget is 150 kB: the rest is margin for jitter)
-IMMEDIATE_BYTES = 16_000  # kept for the deltas that go out at once
+# The budget of a monitor that follows no session is 5 messages and 150 kB in any second as it receives
+# them. Ticks come a second apart, but delivery is not exact: two ticks' messages may land in one second.
+# So each second sends at most one delta at once (the rest go in the next tick's `batch`), and a tick
+# (batch and digest) at most TICK_BYTES: two ticks and a delta still fit.
+IMMEDIATE_PER_SECOND = 1
+TICK_BYTES = 64_000  # a tick's batch takes what its digest leaves of this (at least MIN_BATCH_BYTES)
 MIN_BATCH_BYTES = 16_000
 MAX_HELD_BYTES = 8 << 20  # deltas waiting beyond this: monitors get a fresh snapshot instead
 PRUNE_SECONDS = 10.0  # a session seen only through its events, gone from the live list this long, is dropped
@@ -382,8 +382,8 @@ class MonitorFeed:
         digest = encode({"type": "digest", "sessions": sessions}, compact=True) if sessions and self.outboxes else ""
         if self._held:  # the batch takes what the second's byte budget leaves beside the digest,
             # and at most half of the smallest monitor's queue (--max-queue-bytes), so it never overflows one
-            room = min((b.max_bytes for b in self.outboxes if getattr(b, "max_bytes", None)), default=BYTES_PER_SECOND)
-            self._send_batch(min(room // 2, max(MIN_BATCH_BYTES, BYTES_PER_SECOND - IMMEDIATE_BYTES - len(digest))))
+            room = min((b.max_bytes for b in self.outboxes if getattr(b, "max_bytes", None)), default=2 * TICK_BYTES)
+            self._send_batch(min(room // 2, max(MIN_BATCH_BYTES, TICK_BYTES - len(digest))))
         if digest:
             self._send_text(digest)
         if self.clock() - self._last_prune >= PRUNE_SECONDS:

@@ -136,6 +136,7 @@ def test_session_started_carries_every_partys_info_and_session_ended_its_summary
     box = Box()
     feed = feed_with(box)
     feed.broadcast(started("split", ("caller", "agent"), metadata={"queue": "7", "replay": True}))
+    feed.clock.now += 1  # (one delta a second goes out at once)
     feed.broadcast({"type": "session_ended", "session_id": "split", "summary": {"status": "complete"}})
     snapshot, begun, ended = box.messages()
     assert snapshot == {"type": "snapshot", "sessions": [], "alerts": []}
@@ -172,6 +173,7 @@ def test_windows_reach_no_unsubscribed_monitor_and_one_digest_carries_the_change
     feed.tick()
     assert box.sent == []
     feed.broadcast(alert("b", 1))
+    clock.now += 1
     feed.broadcast({"type": "alert_acknowledged", "alert": {**alert("b", 1)["alert"], "state": "acknowledged",
                                                             "ack": {"by": "sup", "at": "t", "note": None, "assignee": None}}})
     assert box.types() == ["alert", "alert_acknowledged"]
@@ -206,7 +208,7 @@ def test_subscribe_replays_recent_events_then_streams_them_until_unsubscribed():
     assert watcher.take() == [{"type": "unsubscribed", "session_id": "s1"}]
 
 
-def test_a_burst_of_deltas_goes_out_two_at_once_then_in_batches_in_order_and_never_over_5_a_second():
+def test_a_burst_of_deltas_goes_out_one_at_once_then_in_batches_in_order_and_never_over_5_a_second():
     box, clock, live = Box(), Clock(), []
     feed = feed_with(box, clock=clock, live=lambda: live)
     box.sent.clear()
@@ -227,11 +229,13 @@ def test_a_burst_of_deltas_goes_out_two_at_once_then_in_batches_in_order_and_nev
     expected = [(kind, f"c{s}-{k}") for s in range(2) for k in range(40) for kind in ("session_started", "alert")]
     assert [(m["type"], m["session"]["session_id"] if m["type"] == "session_started" else m["alert"]["session_id"])
             for m in flat] == expected  # every delta once, in order
-    assert [m["type"] for _, m in sent[:IMMEDIATE_PER_SECOND]] == ["session_started", "alert"]
+    assert [m["type"] for _, m in sent[:IMMEDIATE_PER_SECOND]] == ["session_started"]
     assert sum(m["type"] == "batch" for _, m in sent) >= 2  # a burst of 160 kB drains over several ticks
     for start in np.arange(1000, 1012, 0.25):  # any one-second interval
         window_ = [m for t, m in sent if start <= t < start + 1]
-        assert len(window_) <= 5 and sum(len(json.dumps(m)) for m in window_) <= 150_000
+        # One delta and one tick (batch, digest) in any second of the server's clock: half the budget of 5
+        # messages and 150 kB, so two ticks that delivery bunches into one second still fit it.
+        assert len(window_) <= 3 and sum(len(json.dumps(m)) for m in window_) <= 75_000
 
 
 def test_a_ninth_subscription_is_refused_and_an_ended_session_frees_its_slot():
@@ -457,6 +461,7 @@ def test_the_server_tells_its_alert_hooks_first_then_every_monitor_and_acknowled
     mqtt = []
     server.sinks.add(without_feed_messages(mqtt.append))
     raised = Alert("s1#1", "s1", 1, "flagged", "caller", 2.5, "flagged transition fearful → disgusted")
+    server.monitor.clock.now += 1
     server.alerted(raised)  # a failing hook is logged; the monitors still hear of it
     (_, _, _, n), = order
     assert n == 2  # the hook ran before the monitors got the alert
