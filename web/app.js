@@ -38,6 +38,7 @@
   // a floor that leaves alerts unacknowledged for hours never grows the page (`#maxOpenAlerts=N` lowers it).
   const MAX_OPEN_ALERTS = Number((location.hash.match(/(?:^#|&)maxOpenAlerts=(\d+)/) || [])[1]) || 1000;
   const HISTORY_LIMIT = 50; // sessions per page of a history search
+  const HISTORY_SLICE = 250; // events of a subscription's history taken in per animation frame
   const MAX_WINDOWS = 6000; // windows a lane of the selected call keeps (10 min at a 0.1 s hop); older ones are dropped
 
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -540,7 +541,7 @@
     return {
       id, live: false, hop: 0.1, windows: [], segments: [], transitions: [], reviews: [], duals: [],
       alerts: 0, keys: new Set(), parties: [], lanes: new Map(), summary: null, status: null,
-      subscribed: false, subscribing: false, historyLoaded: false, historyLoading: false,
+      subscribed: false, subscribing: false, historyLoaded: false, historyLoading: false, backlog: null,
       audioUrl: null, audioLoading: false, audioError: null, notice: null,
     };
   }
@@ -585,6 +586,25 @@
   }
 
   /** Add one event of the selected call; duplicates (subscription seed, socket, recording) are dropped. */
+  /**
+   * A subscription's history (up to 2,000 events), taken in a slice per animation frame so that a
+   * long one never holds the page for long; the live messages that came meanwhile follow, in order.
+   */
+  function ingestHistory(tl, events, from) {
+    if (selection.tl !== tl) return; // another call was selected meanwhile
+    const end = Math.min(events.length, from + HISTORY_SLICE);
+    for (let i = from; i < end; i++) ingest(tl, { ...events[i], session_id: tl.id });
+    if (end < events.length) {
+      requestAnimationFrame(() => ingestHistory(tl, events, end));
+    } else {
+      const backlog = tl.backlog || [];
+      tl.backlog = null;
+      for (const m of backlog) ingest(tl, m);
+      tl.historyLoaded = true;
+    }
+    invalidate("detail");
+  }
+
   function ingest(tl, ev) {
     if (!ev || typeof ev !== "object") return;
     const lane = laneOf(tl, ev.party);
@@ -850,9 +870,8 @@
           if (!tl || tl.id !== m.session_id) break; // a call selected before this one
           tl.subscribing = false;
           tl.subscribed = true;
-          for (const ev of m.events || []) ingest(tl, { ...ev, session_id: tl.id });
-          tl.historyLoaded = true;
-          invalidate("detail");
+          tl.backlog = []; // live messages that come while the history is taken in, kept in order
+          ingestHistory(tl, m.events || [], 0);
           break;
         }
         case "error":
@@ -863,7 +882,10 @@
         default: {
           // A subscribed call's own messages: info, window, segment, transition, review, …
           const tl = selection.tl;
-          if (tl && m.session_id === tl.id) ingest(tl, m);
+          if (tl && m.session_id === tl.id) {
+            if (tl.backlog) tl.backlog.push(m);
+            else ingest(tl, m);
+          }
         }
       }
     },
