@@ -332,10 +332,11 @@ def rebuild_stage(work: Path, n: int, pg: PostgresCluster) -> dict:
 
 # ---------------------------------------------------------------- the floor
 def write_drills(folder: Path, count: int = 20) -> Path:
-    """`count` recorded calls to replay in a loop: 1.5 to 5 minutes long, half split, with metadata, an alert
-    every 30 to 90 s — at 1,000 calls about 5 starts, 5 ends and 17 alerts a second, every window at 10 a second."""
+    """`count` recorded calls to replay in a loop: 1 to 2 minutes long, half split, with metadata, an alert
+    every 30 to 90 s — at 1,000 calls about 11 starts, 11 ends and 17 alerts a second, windows at 10 a second
+    a party: more churn than a real floor, whose calls last minutes."""
     for i in range(count):
-        write_drill(folder, f"drill-{i:02d}", seconds=90.0 + 11 * i, alert_every=30.0 + 3 * i, parties=PARTIES[i % 2],
+        write_drill(folder, f"drill-{i:02d}", seconds=60.0 + 3 * i, alert_every=30.0 + 3 * i, parties=PARTIES[i % 2],
                     metadata={"queue": QUEUES[i % 5], "line": str(i)}, context="crisis line")
     return folder
 
@@ -375,7 +376,7 @@ def floor_stage(model_dir: Path, work: Path, calls: int, seconds: float) -> dict
     with running(ROOT, model_dir, work) as server, replay_load(server, drills, calls, ramp=30.0):
         began = time.monotonic()
         live = wait_live(server, calls, timeout=180)
-        time.sleep(max(0.0, began + 120 - time.monotonic()))  # calls end and start again by now: the steady state
+        time.sleep(max(0.0, began + 90 - time.monotonic()))  # calls end and start again by now: the steady state
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
         feed = asyncio.run(_count_feed(server, 30.0))
         # Looping replays end and start again: most calls, not all, are live at any moment. First the floor

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from audio_fixtures import write_wav16
-from server_harness import ROOT, start_server
+from server_harness import ROOT, start_server, unbatched
 from stream.cli.main import main as cli_main
 from stream.client import Client
 from stream.protocol import mulaw
@@ -46,7 +46,7 @@ def pcm(speech_silence_speech):
 async def _reader(ws, into: list):
     try:
         async for raw in ws:
-            into.append(json.loads(raw))
+            into.extend(unbatched(json.loads(raw)))  # (a monitor's held deltas come in a `batch`)
     except ConnectionClosed:
         pass
 
