@@ -48,6 +48,7 @@ DIGEST_SECONDS = 1.0
 IMMEDIATE_PER_SECOND = 1
 TICK_BYTES = 64_000  # a tick's batch takes what its digest leaves of this (at least MIN_BATCH_BYTES)
 MIN_BATCH_BYTES = 16_000
+DIGEST_BYTES = TICK_BYTES - MIN_BATCH_BYTES  # a digest about this long at most: more changes wait a tick
 MAX_HELD_BYTES = 8 << 20  # deltas waiting beyond this: monitors get a fresh snapshot instead
 PRUNE_SECONDS = 10.0  # a session seen only through its events, gone from the live list this long, is dropped
 KEEP_ENDED = 10_000  # ids of ended sessions whose late messages are ignored
@@ -366,10 +367,16 @@ class MonitorFeed:
         """Send held deltas as one `batch`, then one `digest` of the sessions whose state or alerts changed."""
         changed, self._changed = self._changed, {}
         alerts, self._alerts_changed = self._alerts_changed, set()
-        sessions = {}
+        sessions, size = {}, 0
         for sid in list(changed) + [s for s in alerts if s not in changed]:
             session = self._sessions.get(sid)
             if session is None:
+                continue
+            if size > DIGEST_BYTES:  # the rest waits for the next digest (a later change merges into it)
+                if sid in changed:
+                    self._changed.setdefault(sid, set()).update(changed[sid])
+                if sid in alerts:
+                    self._alerts_changed.add(sid)
                 continue
             entry: dict = {}
             parties = changed.get(sid)
@@ -379,6 +386,7 @@ class MonitorFeed:
             if sid in alerts:
                 entry["a"], entry["o"] = session.alerts, len(session.open_ids)
             sessions[sid] = entry
+            size += len(sid) + len(json.dumps(entry, separators=(",", ":"))) + 4
         digest = encode({"type": "digest", "sessions": sessions}, compact=True) if sessions and self.outboxes else ""
         if self._held:  # the batch takes what the second's byte budget leaves beside the digest,
             # and at most half of the smallest monitor's queue (--max-queue-bytes), so it never overflows one
