@@ -184,14 +184,19 @@ class Server:
     def stop(self) -> None:
         """Graceful shutdown (SIGTERM: uvicorn stops like on Ctrl-C; SIGINT may be ignored in
         background jobs), killed after 20 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=90 if self.tree else 20)  # Serve and a local Ray take a while to stop
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 90 if self.tree else 20)  # Serve and a local Ray take a while to stop
         self._log.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM `proc` and wait for it; SIGKILL after `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def process_tree(root: int) -> list[int]:

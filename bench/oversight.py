@@ -44,7 +44,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.concurrent import _process_cpu_seconds, free_port, process_tree
+from bench.concurrent import _process_cpu_seconds, free_port, process_tree, stop_process
 from bench.drills import write_drill
 from bench.postgres import PostgresCluster
 
@@ -89,13 +89,8 @@ class BenchServer:
         return sum(_process_cpu_seconds(pid) for pid in process_tree(self.process.pid))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the server (killed after 30 s)."""
+        stop_process(self.process, 30)
 
 
 @contextmanager

@@ -509,6 +509,7 @@ COMPONENTS = {
         "BadQuery": _error_response("`bad_filter`: a parameter is malformed or unknown (the message names it); "
                                     "`bad_cursor`: the cursor is not one this list gave"),
         "CatalogUnavailable": _error_response("`catalog_unavailable`: the session catalog's database cannot be reached"),
+        "OutboxUnavailable": _error_response("`outbox_unavailable`: the webhook outbox file cannot be read"),
         "Unauthorized": {
             **_error_response("`unauthorized`: no credential, or a wrong one"),
             "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}},

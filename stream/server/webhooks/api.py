@@ -33,10 +33,7 @@ async def status(request: Request) -> JSONResponse:
           application/json:
             schema: {$ref: '#/components/schemas/WebhookStatus'}
       503:
-        description: "`outbox_unavailable`: the outbox file cannot be read"
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/Error'}
+        $ref: '#/components/responses/OutboxUnavailable'
     """
     outbox = request.app.state.server.webhooks
     if outbox is None:
@@ -74,10 +71,7 @@ async def retry(request: Request) -> JSONResponse:
           application/json:
             schema: {$ref: '#/components/schemas/Error'}
       503:
-        description: "`outbox_unavailable`: the outbox file cannot be read"
-        content:
-          application/json:
-            schema: {$ref: '#/components/schemas/Error'}
+        $ref: '#/components/responses/OutboxUnavailable'
     """
     outbox = request.app.state.server.webhooks
     text = request.path_params["delivery_id"]
